@@ -1,0 +1,142 @@
+"""The ``distill`` section of a run: which teacher, which KD method, every PGD knob.
+
+``null`` values are resolved from the per-detector defaults (pgd.distill.defaults) when the
+run is built; the resolved values are what the distiller uses and what MLflow records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pgd.configs import from_dict, to_dict
+from pgd.distill import defaults as D
+from pgd.errors import ConfigError, check_range, unknown_name
+
+METHODS = ("pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld")
+BRANCHES = ("neck", "cls", "reg")
+STRATEGIES = ("box", "box_gauss", "centre", "quality", "topk_eq", "kde", "pgw")
+TOPK_SCOPES = ("inside", "all")
+
+
+@dataclass
+class DistillConfig:
+    method: str = "pgd"  # pgd | fgd | defeat | frs | fgfi | fkd | ld
+    teacher: str | None = None  # registry name, e.g. atss_r101 (required)
+    teacher_checkpoint: str | None = None  # local .pth of the trained teacher
+    teacher_config: dict | None = None  # an mmdet model dict replacing the registry config
+    allow_random_teacher: bool = False  # tests/benchmarks only: no checkpoint needed
+    strategy: str = "pgw"  # foreground strategy (paper Table 5)
+    alpha: float | None = None  # fg weight; null: per-detector default
+    beta: float | None = None  # bg weight; null: alpha / 2
+    gamma: float | None = None  # reg feature weight; null: 1.6 alpha
+    delta: float = D.DELTA  # attention weight
+    tau: float | None = None  # attention temperature; null: per-detector default
+    k_cls: int | None = None  # top-K of the cls mask; null: per-detector K
+    k_reg: int | None = None  # top-K of the reg mask; null: per-detector K
+    xi_cls: float = D.XI_CLS
+    xi_reg: float = D.XI_REG
+    level_weights: list[float] = field(default_factory=lambda: list(D.LEVEL_WEIGHTS))
+    branches: list[str] = field(default_factory=lambda: ["cls", "reg"])
+    topk_scope: str = "inside"
+    inherit_teacher_neck_head: bool | None = None  # null: true when teacher/student detectors match
+    strategy_params: dict = field(default_factory=dict)  # box_gauss / kde / centre knobs
+    method_params: dict = field(default_factory=dict)  # weights of the KD baselines
+
+    def validate(self, path: str) -> None:
+        if self.method not in METHODS:
+            raise unknown_name("KD method", self.method, METHODS)
+        if self.strategy not in STRATEGIES:
+            raise unknown_name("foreground strategy", self.strategy, STRATEGIES)
+        if self.topk_scope not in TOPK_SCOPES:
+            raise unknown_name("topk_scope", self.topk_scope, TOPK_SCOPES)
+        if not self.branches or any(b not in BRANCHES for b in self.branches):
+            raise ConfigError(
+                f"{path}.branches={self.branches!r} must be a non-empty subset of {list(BRANCHES)}"
+            )
+        if len(set(self.branches)) != len(self.branches):
+            raise ConfigError(f"{path}.branches={self.branches!r} repeats a branch")
+        for name in ("alpha", "beta", "gamma", "delta"):
+            v = getattr(self, name)
+            if v is not None:
+                check_range(f"{path}.{name}", v, 0)
+        if self.tau is not None:
+            check_range(f"{path}.tau", self.tau, 0, lo_open=True)
+        for name in ("k_cls", "k_reg"):
+            v = getattr(self, name)
+            if v is not None:
+                check_range(f"{path}.{name}", v, 1)
+        check_range(f"{path}.xi_cls", self.xi_cls, 0, 1)
+        check_range(f"{path}.xi_reg", self.xi_reg, 0, 1)
+        if len(self.level_weights) != 5 or any(w < 0 for w in self.level_weights):
+            raise ConfigError(
+                f"{path}.level_weights={self.level_weights!r} must be 5 non-negative weights (P3..P7)"
+            )
+        if self.teacher is None and self.teacher_config is None:
+            raise ConfigError(f"{path}.teacher is required: a registry name such as atss_r101")
+        if self.teacher_checkpoint is None and not self.allow_random_teacher:
+            raise ConfigError(
+                f"{path}.teacher_checkpoint is required (the trained teacher's .pth); set "
+                f"{path}.allow_random_teacher: true only for tests and benchmarks"
+            )
+
+
+def distill_config(data: dict | DistillConfig | None) -> DistillConfig:
+    return from_dict(DistillConfig, data, "distill")
+
+
+def resolve_defaults(cfg: DistillConfig, student_detector: str, data_kind: str = "coco") -> dict:
+    """The distill section with every ``null`` replaced by its default."""
+    d = D.pgd_defaults(student_detector, data_kind)
+    out = to_dict(cfg)
+    out["alpha"] = d["alpha"] if cfg.alpha is None else cfg.alpha
+    out["beta"] = out["alpha"] * D.BETA_OVER_ALPHA if cfg.beta is None else cfg.beta
+    out["gamma"] = out["alpha"] * D.GAMMA_OVER_ALPHA if cfg.gamma is None else cfg.gamma
+    out["tau"] = d["tau"] if cfg.tau is None else cfg.tau
+    out["k_cls"] = d["k"] if cfg.k_cls is None else cfg.k_cls
+    out["k_reg"] = d["k"] if cfg.k_reg is None else cfg.k_reg
+    return out
+
+
+def distiller_model_config(run, num_classes: int) -> dict:
+    """The mmdet model dict of a ``PGDDistiller`` for a run with a ``distill`` section."""
+    from pgd.detectors import model_config, parse_name
+    from pgd.paths import resolve
+
+    cfg = distill_config(run.distill)
+    s_det, _ = parse_name(run.model)
+    student = model_config(
+        run.model,
+        num_classes,
+        backbone_checkpoint=str(resolve(run.backbone_checkpoint)) if run.backbone_checkpoint else None,
+        frozen_backbone_bn=run.schedule.frozen_backbone_bn,
+    )
+    if cfg.teacher_config is not None:
+        teacher = dict(cfg.teacher_config)
+        t_det = cfg.teacher.rsplit("_", 1)[0] if cfg.teacher else s_det
+    else:
+        t_det, _ = parse_name(cfg.teacher)
+        teacher = model_config(cfg.teacher, num_classes)
+        teacher["backbone"]["init_cfg"] = None  # weights come from the teacher checkpoint
+    if t_det != s_det:
+        raise ConfigError(
+            f"teacher {cfg.teacher!r} and student {run.model!r} are different detectors; PGD "
+            "distils a detector into the same detector with a smaller backbone"
+        )
+    resolved = resolve_defaults(cfg, s_det, run.data.kind)
+    if resolved["inherit_teacher_neck_head"] is None:
+        resolved["inherit_teacher_neck_head"] = True
+    ckpt = str(resolve(cfg.teacher_checkpoint)) if cfg.teacher_checkpoint else None
+    if ckpt is not None:
+        from pathlib import Path
+
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"distill.teacher_checkpoint {ckpt!r} does not exist")
+    return dict(
+        type="PGDDistiller",
+        detector=s_det,
+        student=student,
+        teacher=teacher,
+        teacher_checkpoint=ckpt,
+        distill=resolved,
+        data_preprocessor=student["data_preprocessor"],
+    )
