@@ -32,15 +32,30 @@ DETECTORS: dict[str, DetectorSpec] = {
 }
 
 # Backbone variants. ``tiny`` is the CPU variant: ResNet-18 depth at half width (stages of
-# 32..256 channels), a 64-channel FPN and a 2-conv 64-channel head.
+# 32..256 channels), a 64-channel FPN and a 2-conv 64-channel head; its inputs are <= 320 px
+# (objects ~3-4x smaller than at COCO's 1333x800), so its anchors (octave_base_scale 8 -> 4)
+# and FCOS regression ranges are halved.
 BACKBONES: dict[str, dict] = {
     "r101": dict(kind="resnet", depth=101, channels=[256, 512, 1024, 2048]),
     "r50": dict(kind="resnet", depth=50, channels=[256, 512, 1024, 2048]),
     "mbv2": dict(kind="mobilenet_v2", out_indices=(2, 4, 6), channels=[32, 96, 320]),
     "tiny": dict(kind="resnet", depth=18, base_channels=32, channels=[32, 64, 128, 256],
-                 fpn_channels=64, head_channels=64, stacked_convs=2),
+                 fpn_channels=64, head_channels=64, stacked_convs=2, prior_scale=0.5),
 }
 PYTORCH_PIXELS = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+
+
+def _scale_priors(head: dict, factor: float) -> None:
+    """Shrink anchor sizes / FCOS regression ranges for small inputs."""
+    if "anchor_generator" in head:
+        head["anchor_generator"]["octave_base_scale"] *= factor
+    if head["type"] == "FCOSHead":
+        from mmdet.models.dense_heads.fcos_head import INF
+
+        ranges = head.get("regress_ranges", ((-1, 64), (64, 128), (128, 256), (256, 512), (512, INF)))
+        head["regress_ranges"] = tuple(
+            (lo if lo < 0 else lo * factor, hi if hi >= INF else hi * factor) for lo, hi in ranges
+        )
 
 
 def model_names() -> list[str]:
@@ -158,6 +173,8 @@ def model_config(
         head["in_channels"] = bspec["fpn_channels"]
         head["feat_channels"] = bspec["head_channels"]
         head["stacked_convs"] = bspec["stacked_convs"]
+    if "prior_scale" in bspec:
+        _scale_priors(head, bspec["prior_scale"])
     from mmengine.config import ConfigDict
 
     return ConfigDict(model)  # attribute access, as mmdet heads expect of test_cfg

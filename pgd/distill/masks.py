@@ -14,6 +14,7 @@ import torch
 
 from pgd.core import (
     background_mask,
+    inside_mask,
     box_iou_pairs,
     foreground_weights,
     level_normalize,
@@ -29,7 +30,8 @@ class Masks:
     fg_cls: list[torch.Tensor]  # normalised cls foreground M^cls
     bg: list[torch.Tensor]  # normalised background B
     reg: list[torch.Tensor]  # raw reg importance I^reg
-    quality_cls: list[torch.Tensor]  # max over GT of q (xi_cls), for visualisation
+    quality_cls: list[torch.Tensor]  # max over GT of 1[inside] q (Eq. 1, xi_cls), for figures
+    imp_cls: list[torch.Tensor]  # raw cls importance I^cls (before normalisation), for figures
 
 
 def _split(flat: torch.Tensor, sizes, shapes) -> list[torch.Tensor]:
@@ -43,7 +45,7 @@ def image_masks(probs, boxes, priors, gt_boxes, gt_labels, cfg: dict):
     if gt_boxes.numel() == 0:
         zeros = torch.zeros(A, device=device)
         bg = level_normalize(torch.ones(A, device=device), priors.level_sizes)
-        return zeros, bg, zeros, zeros
+        return zeros, bg, zeros, zeros, zeros
     p = probs[:, gt_labels.long()]  # [A*na, G] probability of each GT's class
     iou = box_iou_pairs(boxes, gt_boxes)  # [A*na, G]
     params = dict(cfg.get("strategy_params") or {})
@@ -59,11 +61,11 @@ def image_masks(probs, boxes, priors, gt_boxes, gt_labels, cfg: dict):
             topk_scope=cfg["topk_scope"],
             **params,
         )
-        if branch == "cls":
-            out["q"] = q.max(dim=1).values
+        if branch == "cls":  # Eq. 1 with its indicator, for figures
+            out["q"] = (q * inside_mask(priors.centres, gt_boxes).to(q.dtype)).max(dim=1).values
     fg_cls = level_normalize(out["cls"], priors.level_sizes)
     bg = level_normalize(background_mask(priors.centres, gt_boxes), priors.level_sizes)
-    return fg_cls, bg, out["reg"], out["q"]
+    return fg_cls, bg, out["reg"], out["q"], out["cls"]
 
 
 @torch.no_grad()
@@ -79,7 +81,7 @@ def pgd_masks(adapter, head_outs, gt_boxes_list, gt_labels_list, cfg: dict) -> M
         for n in range(probs.shape[0])
     ]
     levels = []
-    for i in range(4):
+    for i in range(5):
         maps = [_split(m[i], priors.level_sizes, priors.featmap_sizes) for m in per_image]
         levels.append([torch.stack([img[l] for img in maps]) for l in range(len(featmap_sizes))])
-    return Masks(fg_cls=levels[0], bg=levels[1], reg=levels[2], quality_cls=levels[3])
+    return Masks(fg_cls=levels[0], bg=levels[1], reg=levels[2], quality_cls=levels[3], imp_cls=levels[4])

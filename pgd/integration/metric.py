@@ -32,28 +32,26 @@ class PGDCocoMetric(BaseMetric):
         self.cat_ids = self._gt.getCatIds(catNms=list(classes))
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        # exactly one result per image: mmengine truncates the gathered results to the
+        # dataset length, so per-box entries would be silently cut off
         for sample in data_samples:
             pred = sample["pred_instances"]
             boxes = pred["bboxes"].detach().cpu().numpy()
             scores = pred["scores"].detach().cpu().numpy()
             labels = pred["labels"].detach().cpu().numpy()
-            for (x1, y1, x2, y2), s, lab in zip(boxes, scores, labels):
-                self.results.append(
-                    dict(
-                        image_id=int(sample["img_id"]),
-                        category_id=int(self.cat_ids[int(lab)]),
-                        bbox=[float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                        score=float(s),
-                    )
-                )
-            # an image without detections still counts as evaluated
-            self.results.append(dict(image_id=int(sample["img_id"]), _marker=True))
+            image_id = int(sample["img_id"])
+            dets = [
+                dict(image_id=image_id, category_id=int(self.cat_ids[int(lab)]),
+                     bbox=[float(x1), float(y1), float(x2 - x1), float(y2 - y1)], score=float(s))
+                for (x1, y1, x2, y2), s, lab in zip(boxes, scores, labels)
+            ]
+            self.results.append(dict(image_id=image_id, detections=dets))
 
     def compute_metrics(self, results: list) -> dict:
         from pgd.evaluation.coco import coco_evaluate
 
         logger = MMLogger.get_current_instance()
-        dets = [r for r in results if not r.get("_marker")]
+        dets = [d for r in results for d in r["detections"]]
         img_ids = sorted({r["image_id"] for r in results})
         metrics = coco_evaluate(self._gt, dets, img_ids=img_ids)
         if self.kind == "crowdhuman":

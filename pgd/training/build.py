@@ -59,7 +59,6 @@ def build_config(
         **dataloaders(run.data, files, sch, run.seed),
         train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=sch.epochs, val_interval=sch.val_interval),
         val_cfg=dict(type="ValLoop"),
-        test_cfg=dict(type="TestLoop"),
         optim_wrapper=dict(
             type="OptimWrapper",
             optimizer=dict(
@@ -83,7 +82,6 @@ def build_config(
             checkpoint=dict(type="CheckpointHook", interval=sch.checkpoint_interval,
                             max_keep_ckpts=sch.max_keep_ckpts, save_best="coco/AP", rule="greater"),
             sampler_seed=dict(type="DistSamplerSeedHook"),
-            visualization=None,
         ),
         custom_hooks=[dict(type="FiniteLossHook"), dict(type="EpochSummaryHook")]
         + list(extra_hooks or []),
