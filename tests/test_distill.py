@@ -64,7 +64,7 @@ def test_distillation_step_and_imitation(det):
     assert not any(p.requires_grad for p in m.teacher.parameters())
     opt = torch.optim.SGD(params, lr=0.005, momentum=0.9)
     history = []
-    for step in range(20):
+    for _ in range(20):
         losses = m(**data, mode="loss")
         kd = kd_terms(losses)
         assert set(kd) == {"loss_pgd_cls_fea", "loss_pgd_cls_att", "loss_pgd_reg_fea", "loss_pgd_reg_att"}

@@ -128,7 +128,7 @@ def model_config(
                 f"backbone_checkpoint {backbone_checkpoint!r} does not exist; pass the local path "
                 "of a .pth state dict (nothing is downloaded)"
             )
-    spec, bspec = DETECTORS[det], BACKBONES[bb]
+    bspec = BACKBONES[bb]
     model = copy.deepcopy(packaged_config(det).model.to_dict())
     pretrained = has_pretrained_backbone(name, backbone_checkpoint)
     frozen = pretrained if frozen_backbone_bn is None else bool(frozen_backbone_bn)

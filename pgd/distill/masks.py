@@ -14,9 +14,9 @@ import torch
 
 from pgd.core import (
     background_mask,
-    inside_mask,
     box_iou_pairs,
     foreground_weights,
+    inside_mask,
     level_normalize,
     max_over_anchors,
     quality_score,

@@ -132,6 +132,7 @@ class RunConfig:
     resume: bool = True  # continue from work_dir's last checkpoint when there is one
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     find_unused_parameters: bool = False  # DDP option for heads with unused branches
+    latency_images: int = 0  # >0: measure inference ms/image (batch 1) on that many val images
 
     def validate(self, path: str) -> None:
         from pgd.detectors import parse_name
