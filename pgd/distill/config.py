@@ -31,8 +31,9 @@ class DistillConfig:
     gamma: float | None = None  # reg feature weight; null: 1.6 alpha
     delta: float = D.DELTA  # attention weight
     tau: float | None = None  # attention temperature; null: per-detector default
-    k_cls: int | None = None  # top-K of the cls mask; null: per-detector K
-    k_reg: int | None = None  # top-K of the reg mask; null: per-detector K
+    k: int | None = None  # top-K of both masks (paper's K); null: per-detector K
+    k_cls: int | None = None  # top-K of the cls mask alone; null: k
+    k_reg: int | None = None  # top-K of the reg mask alone; null: k
     xi_cls: float = D.XI_CLS
     xi_reg: float = D.XI_REG
     level_weights: list[float] = field(default_factory=lambda: list(D.LEVEL_WEIGHTS))
@@ -61,7 +62,7 @@ class DistillConfig:
                 check_range(f"{path}.{name}", v, 0)
         if self.tau is not None:
             check_range(f"{path}.tau", self.tau, 0, lo_open=True)
-        for name in ("k_cls", "k_reg"):
+        for name in ("k", "k_cls", "k_reg"):
             v = getattr(self, name)
             if v is not None:
                 check_range(f"{path}.{name}", v, 1)
@@ -92,8 +93,10 @@ def resolve_defaults(cfg: DistillConfig, student_detector: str, data_kind: str =
     out["beta"] = out["alpha"] * D.BETA_OVER_ALPHA if cfg.beta is None else cfg.beta
     out["gamma"] = out["alpha"] * D.GAMMA_OVER_ALPHA if cfg.gamma is None else cfg.gamma
     out["tau"] = d["tau"] if cfg.tau is None else cfg.tau
-    out["k_cls"] = d["k"] if cfg.k_cls is None else cfg.k_cls
-    out["k_reg"] = d["k"] if cfg.k_reg is None else cfg.k_reg
+    k = d["k"] if cfg.k is None else cfg.k
+    out["k"] = k
+    out["k_cls"] = k if cfg.k_cls is None else cfg.k_cls
+    out["k_reg"] = k if cfg.k_reg is None else cfg.k_reg
     return out
 
 

@@ -139,7 +139,8 @@ class SpaceSpec:
     description: str = ""
     base: dict = field(default_factory=dict)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
-    grid: dict = field(default_factory=dict)
+    grid: Any = field(default_factory=dict)  # axes, or a list of grids (their union)
+    exclude: list[dict] = field(default_factory=list)  # drop trials matching all keys of an entry
     params: dict = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str = "AP"
@@ -163,7 +164,7 @@ class SpaceSpec:
                 "params (Optuna distributions) need searcher.type: optuna; a grid space lists its "
                 "values under grid"
             )
-        if self.searcher.type == "optuna" and self.grid:
+        if self.searcher.type == "optuna" and self.grids():
             raise ConfigError("an optuna space puts every axis under params (type: categorical for lists)")
         if self.searcher.type == "optuna" and len(self.seeds) > 1:
             raise ConfigError("optuna spaces take one seed; repeat a grid space to measure seed variance")
@@ -171,8 +172,23 @@ class SpaceSpec:
             raise ConfigError("multi-objective searches cannot use a scheduler (ASHA needs one metric)")
         if self.objectives and self.searcher.type != "optuna":
             raise ConfigError("objectives (multi-objective) need searcher.type: optuna")
-        for key in list(self.grid) + list(self.params):
+        if not isinstance(self.grid, (dict, list)) or (
+            isinstance(self.grid, list) and not all(isinstance(g, dict) and g for g in self.grid)
+        ):
+            raise ConfigError("grid must map keys to values, or be a list of such grids (their union)")
+        for g in self.grids():
+            for key in g:
+                _check_key(key)
+        for key in self.params:
             _check_key(key)
+        for entry in self.exclude:
+            if not isinstance(entry, dict) or not entry:
+                raise ConfigError(f"exclude entries must be non-empty mappings, got {entry!r}")
+            for key in entry:
+                _check_key(key)
+
+    def grids(self) -> list[dict]:
+        return list(self.grid) if isinstance(self.grid, list) else ([self.grid] if self.grid else [])
 
 
 def _check_key(key: str) -> None:
@@ -235,7 +251,7 @@ def _axis(spec_value, key) -> tuple[list, dict]:
 
 
 def _validate_axes(spec: SpaceSpec) -> None:
-    for key, v in spec.grid.items():
+    for key, v in [kv for g in spec.grids() for kv in g.items()]:
         values, when = _axis(v, key)
         if key == "method":
             for m in values:
@@ -287,8 +303,30 @@ def expand_grid(spec: SpaceSpec) -> list[dict]:
     """Every trial of a grid space: the cartesian product of the axes, axes dropped where
     their ``when`` does not hold, duplicates removed, times the seeds. Each trial is a dict
     of overrides (virtual + dotted keys) with ``seed``."""
-    axes = [(k, *_axis(v, k)) for k, v in spec.grid.items()]
     trials, seen = [], set()
+    for grid in spec.grids() or [{}]:
+        for kept in _expand_one(spec, grid):
+            if any(_excluded(entry, kept, spec.base) for entry in spec.exclude):
+                continue
+            key = json.dumps(kept, sort_keys=True, default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            for seed in spec.seeds:
+                trials.append({**kept, "seed": int(seed)})
+    return trials
+
+
+def _excluded(entry: dict, values: dict, base: dict) -> bool:
+    for k, allowed in entry.items():
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        if values.get(k, _base_value(base, k)) not in allowed:
+            return False
+    return True
+
+
+def _expand_one(spec: SpaceSpec, grid: dict):
+    axes = [(k, *_axis(v, k)) for k, v in grid.items()]
     for combo in itertools.product(*[vals for _, vals, _ in axes]) if axes else [()]:
         values = {}
         for (key, _vals, _when), value in zip(axes, combo):
@@ -297,13 +335,7 @@ def expand_grid(spec: SpaceSpec) -> list[dict]:
         kept = {k: v for (k, _vals, when), v in zip(axes, combo) if _when_ok(when, values, spec.base)}
         if _effective_method(kept, spec.base) == "student":
             kept = {k: v for k, v in kept.items() if not k.startswith("distill.")}
-        key = json.dumps(kept, sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        for seed in spec.seeds:
-            trials.append({**kept, "seed": int(seed)})
-    return trials
+        yield kept
 
 
 def _effective_method(values: dict, base: dict) -> str:

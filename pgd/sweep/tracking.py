@@ -95,6 +95,15 @@ def parent_run(c, experiment_id: str, sweep_id: str, *, space_text: str, space_n
     return run.info.run_id
 
 
+def log_params(c, run_id: str, params: dict) -> None:
+    """All params, in batches of MLflow's limit of 100 per call."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i:i + 100])
+
+
 def is_metric(key: str, value) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -151,11 +160,7 @@ class MLflowSweepCallback(Callback):
                       TAG_PARENT: self.parent_run_id, **{k: str(v) for k, v in tags.items()}},
             )
             rid = run.info.run_id
-            from mlflow.entities import Param
-
-            items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
-            for i in range(0, len(items), 100):
-                self.client.log_batch(rid, params=items[i:i + 100])
+            log_params(self.client, rid, params)
             self.client.log_dict(rid, resolved, "resolved_config.yaml")
         self._runs[tid] = rid
         return rid

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Build a sweep's paper-style table from MLflow alone (also run at the end of every sweep).
+
+    python pipelines/report.py --space search_spaces/smoke.yaml
+    python pipelines/report.py --space search_spaces/table1.yaml --name table1 \\
+        --tracking-uri http://mlflow:5000 --out reports/table1
+Writes Markdown (printed), CSV and Parquet, logs them to the sweep's parent run, and exports
+the best configuration as YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import run_main  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, help="the sweep's space file (rows, baseline, metric)")
+    p.add_argument("--name", help="sweep name (default: the space's name)")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--out", help="output folder (default: <home>/sweeps/<name>/report)")
+    args = p.parse_args(argv)
+    from pgd.paths import home
+    from pgd.reporting.report import report_sweep
+    from pgd.sweep.space import load_space
+    from pgd.sweep.tracking import TAG_ROLE, TAG_SWEEP, client, default_tracking_uri, find_run
+
+    spec, _ = load_space(args.space)
+    name = args.name or spec.name
+    uri = args.tracking_uri or default_tracking_uri()
+    c = client(uri)
+    exp = c.get_experiment_by_name(spec.name)
+    parent = find_run(c, exp.experiment_id, {TAG_SWEEP: name, TAG_ROLE: "sweep"}) if exp else None
+    out = Path(args.out) if args.out else home() / "sweeps" / name / "report"
+    report_sweep(uri, spec, name, parent_run_id=parent.info.run_id if parent else None, out_dir=out)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
