@@ -49,6 +49,7 @@ def write(tmp_path, body: str) -> Path:
         ("grid: {method: [pgd], distill.strategy: [gauss]}", "unknown foreground strategy 'gauss'"),
         ("objectives: [{metric: AP, mode: max}, {metric: latency_ms, mode: min}]\nscheduler: {type: asha}", "multi-objective"),
         ("seeds: []", "at least one seed"),
+        ("grid: {seed: [0, 1]}", "repeat trials with seeds: [0, 1, ...]"),
     ],
 )
 def test_schema_errors_name_the_value(tmp_path, body, message):

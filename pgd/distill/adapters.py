@@ -23,11 +23,15 @@ from pgd.errors import ConfigError, unknown_name
 
 @dataclass
 class Captured:
-    """Feature maps caught during one forward pass, each a list over FPN levels."""
+    """Feature maps caught during one forward pass, each a list over FPN levels; ``head`` is
+    the dense head's forward output (``(cls_scores, bbox_preds, ...)``, each a list over
+    levels; the last call's when the head runs more than once), for methods that distil
+    the head's outputs (FRS)."""
 
     cls: list[torch.Tensor] = field(default_factory=list)
     reg: list[torch.Tensor] = field(default_factory=list)
     neck: list[torch.Tensor] = field(default_factory=list)
+    head: tuple | None = None
 
 
 @dataclass
@@ -59,6 +63,7 @@ class HeadAdapter:
         ]
         if getattr(detector, "with_neck", False):
             self._handles.append(detector.neck.register_forward_hook(self._neck_hook))
+        self._handles.append(self.head.register_forward_hook(self._head_hook))
 
     def _hook(self, name):
         def hook(_module, _inputs, output):
@@ -70,6 +75,10 @@ class HeadAdapter:
     def _neck_hook(self, _module, _inputs, output):
         if self._active is not None:
             self._active.neck.extend(list(output))
+
+    def _head_hook(self, _module, _inputs, output):
+        if self._active is not None:
+            self._active.head = tuple(output)
 
     @contextmanager
     def capture(self):

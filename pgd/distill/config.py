@@ -72,6 +72,17 @@ class DistillConfig:
             raise ConfigError(
                 f"{path}.level_weights={self.level_weights!r} must be 5 non-negative weights (P3..P7)"
             )
+        if self.method == "pgd":
+            if self.method_params:
+                raise ConfigError(
+                    f"{path}.method_params={self.method_params!r} applies to the KD baselines "
+                    f"({', '.join(m for m in METHODS if m != 'pgd')}); method 'pgd' takes its "
+                    f"knobs from the other keys of {path}"
+                )
+        else:
+            from pgd.distill.baselines import check_method_params
+
+            check_method_params(self.method, self.method_params, f"{path}.method_params")
         if self.teacher is None and self.teacher_config is None:
             raise ConfigError(f"{path}.teacher is required: a registry name such as atss_r101")
         if self.teacher_checkpoint is None and not self.allow_random_teacher:
@@ -127,13 +138,15 @@ def distiller_model_config(run, num_classes: int) -> dict:
         )
     resolved = resolve_defaults(cfg, s_det, run.data.kind)
     if resolved["inherit_teacher_neck_head"] is None:
-        resolved["inherit_teacher_neck_head"] = True
+        resolved["inherit_teacher_neck_head"] = cfg.method != "ld"
     ckpt = str(resolve(cfg.teacher_checkpoint)) if cfg.teacher_checkpoint else None
     if ckpt is not None:
         from pathlib import Path
 
         if not Path(ckpt).is_file():
             raise ConfigError(f"distill.teacher_checkpoint {ckpt!r} does not exist")
+    if cfg.method == "ld":
+        return ld_model_config(student, teacher, ckpt, resolved, resolve(run.work_dir))
     return dict(
         type="PGDDistiller",
         detector=s_det,
@@ -143,3 +156,51 @@ def distiller_model_config(run, num_classes: int) -> dict:
         distill=resolved,
         data_preprocessor=student["data_preprocessor"],
     )
+
+
+LD_TEACHER_CONFIG = "ld_teacher_config.py"  # written into the run's work_dir
+
+
+def ld_model_config(student: dict, teacher: dict, teacher_ckpt: str | None, resolved: dict,
+                    work_dir) -> dict:
+    """The model dict of method ``ld``: MMDetection's own ``KnowledgeDistillationSingleStageDetector``
+    with an ``LDHead`` (Localization Distillation, GFL only), not a ``PGDDistiller``.
+
+    mmdet's detector reads its teacher from a config *file*: the teacher's model dict is
+    dumped to ``<work_dir>/ld_teacher_config.py`` (``model = ...``). The detector builds the
+    teacher itself, loads ``teacher_ckpt`` (``None``: random weights, tests only), keeps it in
+    eval mode and out of its parameters / state dict (so the optimizer never sees it and
+    checkpoints never hold it), and runs it under ``torch.no_grad``. It feeds the teacher the
+    student's normalised batch, so both pixel normalisations must be equal.
+    """
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    if resolved.get("inherit_teacher_neck_head"):
+        raise ConfigError("distill.inherit_teacher_neck_head is not supported by method 'ld' "
+                          "(mmdet's KnowledgeDistillationSingleStageDetector); set it to false or null")
+    keys = ("mean", "std", "bgr_to_rgb")
+    s_pre, t_pre = student.get("data_preprocessor") or {}, teacher.get("data_preprocessor") or {}
+    if any(s_pre.get(k) != t_pre.get(k) for k in keys):
+        raise ConfigError(
+            "method 'ld' feeds the teacher the student's normalised inputs, but their pixel "
+            f"normalisations differ (student {[s_pre.get(k) for k in keys]}, teacher "
+            f"{[t_pre.get(k) for k in keys]}); pick a teacher with the student's normalisation"
+        )
+    params = resolved["method_params"]
+    teacher = Config(dict(teacher)).to_dict()
+    if isinstance(teacher.get("backbone"), dict):
+        teacher["backbone"]["init_cfg"] = None  # weights come from teacher_ckpt
+    teacher.pop("init_cfg", None)
+    path = Path(work_dir) / LD_TEACHER_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Config(dict(model=teacher)).dump(str(path))
+    model = Config(dict(student)).to_dict()
+    model.pop("init_cfg", None)  # the KD detector takes no init_cfg (its parts keep theirs)
+    model["type"] = "KnowledgeDistillationSingleStageDetector"
+    model["bbox_head"]["type"] = "LDHead"
+    model["bbox_head"]["loss_ld"] = dict(type="KnowledgeDistillationKLDivLoss",
+                                         loss_weight=float(params["weight"]), T=float(params["temperature"]))
+    model.update(teacher_config=str(path), teacher_ckpt=teacher_ckpt, eval_teacher=True)
+    return model

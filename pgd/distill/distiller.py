@@ -89,11 +89,14 @@ class PGDDistiller(BaseDetector):
     def init_weights(self):
         logger = MMLogger.get_current_instance()
         self.student.init_weights()
-        for m in self.kd.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        if callable(getattr(self.kd, "init_weights", None)):  # KD baselines: each its authors' init
+            self.kd.init_weights()
+        else:
+            for m in self.kd.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_uniform_(m.weight, a=1)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
         if self.teacher_checkpoint:
             from mmengine.runner import load_checkpoint
 

@@ -178,6 +178,8 @@ class SpaceSpec:
             raise ConfigError("grid must map keys to values, or be a list of such grids (their union)")
         for g in self.grids():
             for key in g:
+                if key == "seed":
+                    raise ConfigError("repeat trials with seeds: [0, 1, ...], not a grid axis 'seed'")
                 _check_key(key)
         for key in self.params:
             _check_key(key)

@@ -25,6 +25,7 @@ TAG_SWEEP = "pgd.sweep_id"
 TAG_TRIAL = "pgd.trial_id"
 TAG_ROLE = "pgd.role"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_LOGGED = "pgd.setup_logged"  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
 METRIC_KEYS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "MR", "JI", "AP_crowdhuman", "latency_ms")
 METRIC_PREFIXES = ("train/",)
@@ -147,21 +148,24 @@ class MLflowSweepCallback(Callback):
         if tid in self._runs:
             return self._runs[tid]
         existing = find_run(self.client, self.experiment_id, {TAG_SWEEP: self.sweep_id, TAG_TRIAL: tid})
+        name, params, resolved, tags = self.describe_trial(trial.config)
         if existing is not None:
             rid = existing.info.run_id
             if existing.info.status != "RUNNING":
                 self.client.update_run(rid, status="RUNNING")
+            complete = existing.data.tags.get(TAG_LOGGED) == "1"
         else:
-            name, params, resolved, tags = self.describe_trial(trial.config)
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=name,
                 tags={TAG_SWEEP: self.sweep_id, TAG_TRIAL: tid, TAG_ROLE: self.role,
                       TAG_PARENT: self.parent_run_id, **{k: str(v) for k, v in tags.items()}},
             )
-            rid = run.info.run_id
+            rid, complete = run.info.run_id, False
+        if not complete:  # also when a killed driver created the run but logged nothing more
             log_params(self.client, rid, params)
             self.client.log_dict(rid, resolved, "resolved_config.yaml")
+            self.client.set_tag(rid, TAG_LOGGED, "1")
         self._runs[tid] = rid
         return rid
 
@@ -187,7 +191,7 @@ class MLflowSweepCallback(Callback):
         if result.get("final"):
             self.client.set_tag(rid, "pgd.final_epoch", step)
         for key, tag in (("checkpoint_path", "pgd.checkpoint"), ("best_checkpoint", "pgd.best_checkpoint"),
-                         ("device", "pgd.device")):
+                         ("device", "pgd.device"), ("world_size", "pgd.world_size")):
             if result.get(key):
                 self.client.set_tag(rid, tag, str(result[key]))
 

@@ -134,6 +134,7 @@ def train_worker(cfg: dict) -> None:
     final["final"] = 1  # the closing report: final metrics (+ latency)
     final["best_checkpoint"] = str(result.get("best_checkpoint") or "")
     final["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    final["world_size"] = world
     if ctx.get_world_rank() == 0 and cfg.get("teacher_out"):
         _publish_teacher(result, work_dir, Path(cfg["teacher_out"]))
     ray.train.report(final)

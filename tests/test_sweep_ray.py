@@ -1,0 +1,174 @@
+"""Ray Tune + Ray Train + MLflow end to end, on tiny models and a tiny shapes set (CPU).
+
+Kept few: each Train-in-Tune trial costs 20-35 s of start-up here. Each test uses its own
+platform home (PGD_HOME) and MLflow SQLite file under tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = """
+base:
+  model: atss_tiny
+  data:
+    kind: shapes
+    shapes: {train: 24, val: 8, size: 128, seed: 0}
+  schedule:
+    epochs: 2
+    batch_size: 4
+    base_lr: 0.02
+    base_batch_size: 16
+    warmup_iters: 5
+    lr_steps: [2]
+    img_scale: [128, 128]
+    num_workers: 0
+    log_interval: 50
+  latency_images: 2
+"""
+
+
+def space(tmp_path: Path, body: str, name: str = "t") -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"name: {name}\n" + textwrap.dedent(BASE) + textwrap.dedent(body))
+    return p
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("PGD_HOME", str(h))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return h
+
+
+@pytest.fixture()
+def teacher_ckpt(home):
+    """A teacher trained for one epoch in-process (no Ray)."""
+    import yaml
+
+    from pgd.training import run_config, train
+
+    cfg = yaml.safe_load(textwrap.dedent(BASE))["base"]
+    cfg.update(work_dir=str(home / "teacher"), latency_images=0)
+    cfg["schedule"].update(epochs=1, lr_steps=[1])
+    result = train(run_config(cfg))
+    return result["best_checkpoint"]
+
+
+def mlflow_runs(home: Path, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(experiment)
+    return c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
+    """student + pgd + a diverging student: 1 parent, 3 children (1 FAILED with its reason),
+    and a table with the PGD delta against the student."""
+    from pgd.sweep.driver import run_sweep
+
+    p = space(tmp_path, f"""
+        teacher: {{model: atss_tiny, checkpoint: {teacher_ckpt}}}
+        grid:
+          method: [student, pgd]
+          schedule.base_lr: {{values: [0.02, 1.0e+9], when: {{method: [student]}}}}
+        resources: {{workers_per_trial: 1, cpus_per_worker: 0.875, trial_driver_cpus: 0.125}}
+    """)
+    out = run_sweep(str(p))
+    runs = mlflow_runs(home, "t")
+    parents = [r for r in runs if r.data.tags.get("pgd.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("pgd.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert len({r.data.tags["pgd.trial_id"] for r in children}) == 3
+    failed = [r for r in children if r.info.status == "FAILED"]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(failed) == 1 and len(finished) == 2
+    assert "non-finite loss" in failed[0].data.tags["pgd.error"]
+    for r in finished:
+        m = r.data.metrics
+        assert 0 <= m["AP"] <= 100 and "AP50" in m and m["latency_ms"] > 0
+        assert r.data.params["model"] == "atss_tiny"
+        assert "time_this_iter_s" not in m and "training_iteration" not in m  # no Ray junk
+    pgd_run = next(r for r in finished if r.data.tags["pgd.method"] == "pgd")
+    assert {"train.loss_pgd_cls_fea", "train.loss_pgd_reg_att"} <= set(pgd_run.data.metrics)
+    assert pgd_run.data.params["distill.alpha"] == "0.08"  # resolved default recorded
+    # the table: student and pgd rows, delta = pgd - student
+    frame = out["table"].frame.set_index("method")
+    assert set(frame.index) == {"student", "pgd"}
+    student_ap = next(r for r in finished if r.data.tags["pgd.method"] == "student").data.metrics["AP"]
+    assert frame.loc["student", "AP_mean"] == pytest.approx(student_ap)
+    assert frame.loc["pgd", "AP_delta"] == pytest.approx(pgd_run.data.metrics["AP"] - student_ap)
+    md = Path(out["paths"]["markdown"]).read_text()
+    assert "| atss | pgd | 1 |" in md
+    import pandas as pd
+
+    assert len(pd.read_parquet(out["paths"]["parquet"])) == 2
+    assert Path(out["paths"]["best_config"]).is_file()
+
+
+def _driver(space_path: Path, home: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PGD_HOME=str(home), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "sweep.py"), "--space", str(space_path)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def test_ddp_trials_and_resume_after_killing_the_driver(home, tmp_path):
+    """Two 2-worker DDP trials run one at a time; the driver is killed (SIGKILL, with its
+    local Ray cluster) after the first finishes; rerunning resumes: the finished trial is not
+    rerun and MLflow ends with one FINISHED run per trial, none left RUNNING."""
+    p = space(tmp_path, """
+        seeds: [0, 1]
+        resources: {workers_per_trial: 2, cpus_per_worker: 0.875, trial_driver_cpus: 0.125}
+    """, name="r")
+    log1 = tmp_path / "driver1.log"
+    proc = _driver(p, home, log1)
+    deadline = time.time() + 420
+    first_done = None
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(3)
+        if (home / "mlflow.db").exists():
+            try:
+                done = [r for r in mlflow_runs(home, "r") if r.data.tags.get("pgd.role") == "trial"
+                        and r.info.status == "FINISHED"]
+            except Exception:  # noqa: BLE001 - the driver may hold the database briefly
+                continue
+            if done:
+                first_done = done[0]
+                break
+    assert first_done is not None, log1.read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    trial_dir = Path(first_done.data.tags["pgd.work_dir"])
+    epochs_before = (trial_dir / "metrics.jsonl").read_text().count('"train_epoch"')
+    # the finished trial trained with two DDP workers
+    assert first_done.data.tags["pgd.world_size"] == "2"
+    assert "Distributed training: True" in "".join(f.read_text() for f in trial_dir.rglob("*.log"))
+
+    log2 = tmp_path / "driver2.log"
+    proc2 = _driver(p, home, log2)
+    assert proc2.wait(timeout=600) == 0, log2.read_text()[-3000:]
+    text = log2.read_text()
+    assert "restoring trial tuner" in text
+    assert (trial_dir / "metrics.jsonl").read_text().count('"train_epoch"') == epochs_before  # not rerun
+    runs = [r for r in mlflow_runs(home, "r") if r.data.tags.get("pgd.role") == "trial"]
+    assert len(runs) == 2 and len({r.data.tags["pgd.trial_id"] for r in runs}) == 2
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    parents = [r for r in mlflow_runs(home, "r") if r.data.tags.get("pgd.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
