@@ -308,3 +308,10 @@ def test_ld_is_mmdets_kd_detector_with_a_frozen_teacher(tmp_path):
     assert history[-1] < 0.9 * history[0], history
     for k, v in teacher.state_dict().items():
         assert torch.equal(m.teacher_model.state_dict()[k], v), f"teacher tensor {k} changed"
+
+    # a wrapper's checkpoint (student.* keys) would load nothing into mmdet's bare teacher
+    wrapped = tmp_path / "distiller.pth"
+    torch.save({"state_dict": {f"student.{k}": v for k, v in teacher.state_dict().items()}}, wrapped)
+    run.distill["teacher_checkpoint"] = str(wrapped)
+    with pytest.raises(ConfigError, match="not a plain detector checkpoint"):
+        distiller_model_config(run, 6)

@@ -172,3 +172,29 @@ def test_ddp_trials_and_resume_after_killing_the_driver(home, tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     parents = [r for r in mlflow_runs(home, "r") if r.data.tags.get("pgd.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_optuna_multi_objective_with_persistent_study(home, tmp_path):
+    """Optuna (TPE) over a conditional space, two objectives (AP up, latency down), the study
+    persisted in the sweep folder."""
+    import optuna
+
+    from pgd.sweep.driver import run_sweep
+
+    p = space(tmp_path, """
+        searcher: {type: optuna, sampler: tpe, num_samples: 2, seed: 0}
+        params:
+          schedule.base_lr: {type: float, low: 0.005, high: 0.04, log: true}
+          schedule.flip_prob: {type: categorical, choices: [0.0, 0.5]}
+        objectives: [{metric: AP, mode: max}, {metric: latency_ms, mode: min}]
+        resources: {workers_per_trial: 1, cpus_per_worker: 0.875, trial_driver_cpus: 0.125}
+        report: {rows: [detector, method, schedule.base_lr]}
+    """, name="o")
+    run_sweep(str(p))
+    study = optuna.load_study(study_name="o", storage=f"sqlite:///{home / 'sweeps' / 'o' / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and all(len(t.values) == 2 for t in done)
+    assert all(0.005 <= t.params["schedule.base_lr"] <= 0.04 for t in done)
+    runs = [r for r in mlflow_runs(home, "o") if r.data.tags.get("pgd.role") == "trial"]
+    assert len(runs) == 2 and all("latency_ms" in r.data.metrics for r in runs)

@@ -108,6 +108,10 @@ def resolve_defaults(cfg: DistillConfig, student_detector: str, data_kind: str =
     out["k"] = k
     out["k_cls"] = k if cfg.k_cls is None else cfg.k_cls
     out["k_reg"] = k if cfg.k_reg is None else cfg.k_reg
+    if cfg.method != "pgd":  # a KD baseline: its detector's defaults updated with method_params
+        from pgd.distill.baselines import method_params
+
+        out["method_params"] = method_params(cfg.method, student_detector, cfg.method_params)
     return out
 
 
@@ -188,6 +192,8 @@ def ld_model_config(student: dict, teacher: dict, teacher_ckpt: str | None, reso
             f"normalisations differ (student {[s_pre.get(k) for k in keys]}, teacher "
             f"{[t_pre.get(k) for k in keys]}); pick a teacher with the student's normalisation"
         )
+    if teacher_ckpt is not None:
+        _check_plain_detector_checkpoint(teacher_ckpt)
     params = resolved["method_params"]
     teacher = Config(dict(teacher)).to_dict()
     if isinstance(teacher.get("backbone"), dict):
@@ -204,3 +210,24 @@ def ld_model_config(student: dict, teacher: dict, teacher_ckpt: str | None, reso
                                          loss_weight=float(params["weight"]), T=float(params["temperature"]))
     model.update(teacher_config=str(path), teacher_ckpt=teacher_ckpt, eval_teacher=True)
     return model
+
+
+def _check_plain_detector_checkpoint(path: str) -> None:
+    """mmdet's KD detector loads the teacher checkpoint non-strictly and without renaming
+    keys, so a checkpoint of a wrapper (``student.backbone...``, ``module.`` is fine) would
+    silently leave the teacher random: refuse it here."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except RuntimeError:  # not a zip-format file: no mmap
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in state]
+    if not any(k.startswith("backbone.") for k in keys):
+        prefixes = sorted({k.split(".", 1)[0] for k in keys})[:8]
+        raise ConfigError(
+            f"distill.teacher_checkpoint {path!r} is not a plain detector checkpoint (no "
+            f"'backbone.*' keys; top-level names: {prefixes}); method 'ld' loads it into the "
+            "bare teacher detector, so export the teacher's own weights first"
+        )

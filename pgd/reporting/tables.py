@@ -128,6 +128,10 @@ def paper_table(df: pd.DataFrame, rows: list[str], baseline: dict, columns=COCO_
     return Table(table.reset_index(drop=True), rows, list(columns))
 
 
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _baseline_of(table: pd.DataFrame, row, rows: list[str], baseline: dict):
     """The baseline group of ``row``: the ``baseline`` values, and equal values for every
     other row key the baseline defines (a student has no strategy: that key is ignored)."""
@@ -138,7 +142,7 @@ def _baseline_of(table: pd.DataFrame, row, rows: list[str], baseline: dict):
         cand = cand[cand[k] == v]
 
     def same(b) -> bool:
-        return all(b[k] is None or b[k] == row[k] for k in rows if k not in baseline)
+        return all(_missing(b[k]) or b[k] == row[k] for k in rows if k not in baseline)
 
     cand = cand[cand.apply(same, axis=1)] if len(cand) else cand
     return cand.iloc[0] if len(cand) == 1 else None
@@ -166,6 +170,6 @@ def write_outputs(table: Table, out_dir, title: str | None = None) -> dict:
     pq = out / "table.parquet"
     frame = table.frame.copy()
     for k in table.rows:
-        frame[k] = frame[k].map(lambda v: None if v is None else str(v))
+        frame[k] = frame[k].map(lambda v: None if _missing(v) else str(v))
     frame.to_parquet(pq, engine="pyarrow", index=False)
     return {"markdown": str(md), "csv": str(csv), "parquet": str(pq)}
