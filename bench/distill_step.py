@@ -30,7 +30,7 @@ def batch(model, n, size):
     g = torch.Generator().manual_seed(0)
     imgs = [torch.randint(0, 255, (3, size, size), dtype=torch.uint8, generator=g) for _ in range(n)]
     samples = []
-    for i in range(n):
+    for _ in range(n):
         s = DetDataSample()
         s.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size), scale_factor=(1.0, 1.0)))
         k = 8

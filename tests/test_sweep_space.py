@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from pgd.errors import ConfigError
-from pgd.sweep.space import expand_grid, load_space, optuna_space, plan_concurrency, trial_run_config
+from pgd.sweep.space import (
+    expand_grid,
+    load_space,
+    optuna_space,
+    plan_concurrency,
+    trial_run_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
