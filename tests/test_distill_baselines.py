@@ -36,7 +36,7 @@ def fresh_message_hub(request):
     return MessageHub.get_instance(f"pgd-test-{request.node.name}")
 
 
-def make_batch(model, n=2, h=128, w=160):
+def make_batch(model, n=2, h=128, w=160, empty_last=False):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
@@ -47,7 +47,8 @@ def make_batch(model, n=2, h=128, w=160):
     for i in range(n):
         s = DetDataSample()
         s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)))
-        s.gt_instances = InstanceData(bboxes=boxes[: 3 - i] + i, labels=torch.tensor([1, 3, 5])[: 3 - i])
+        k = 0 if empty_last and i == n - 1 else 3 - i
+        s.gt_instances = InstanceData(bboxes=boxes[:k] + i, labels=torch.tensor([1, 3, 5])[:k])
         samples.append(s)
     return model.data_preprocessor(dict(inputs=imgs, data_samples=samples), True)
 
@@ -102,20 +103,20 @@ def test_step_names_frozen_teacher_and_kd_loss_decreases(method, det):
         torch.nn.utils.clip_grad_norm_(trainable, 35)
         opt.step()
         assert not m.teacher.training
-    assert history[0] > 0 and history[-1] < 0.9 * history[0], history
+    assert history[0] > 0 and history[-1] < 0.8 * history[0], history
     for k, v in m.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), f"teacher tensor {k} changed"
 
 
 @pytest.mark.parametrize("method", ["fgd", "defeat", "frs", "fgfi", "fkd"])
-def test_narrower_teacher_channels_get_adapters(method):
+def test_narrower_teacher_and_an_image_without_boxes(method):
     t = model_config("atss_tiny", 6)
     t["neck"]["out_channels"] = 96
     t["bbox_head"]["in_channels"] = 96
     m = build("atss", method, teacher_cfg=t, **({"ramp_iters": 0} if method == "frs" else {}))
     adapt = m.kd.align if method == "fgd" else m.kd.adapt
     assert len(adapt) == 5 and adapt[0].out_channels == 96 and adapt[0].in_channels == 64
-    kd = kd_terms(m(**make_batch(m, n=1), mode="loss"), method)
+    kd = kd_terms(m(**make_batch(m, empty_last=True), mode="loss"), method)
     assert kd and all(torch.isfinite(v) and v > 0 for v in kd.values()), kd
 
 
@@ -196,7 +197,7 @@ def test_frs_ramp_follows_the_message_hub_iter_and_a_counter_without_it(fresh_me
     MessageHub.get_instance("pgd-test-frs-no-iter")
     m.train()
     m.kd.params["ramp_iters"] = 4
-    assert [m.kd.ramp() for _ in range(1)] == [0.0]
+    assert m.kd.ramp() == 0.0
     for _ in range(2):
         m(**data, mode="loss")
     assert m.kd.ramp() == 0.5

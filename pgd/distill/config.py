@@ -175,7 +175,8 @@ def ld_model_config(student: dict, teacher: dict, teacher_ckpt: str | None, reso
     teacher itself, loads ``teacher_ckpt`` (``None``: random weights, tests only), keeps it in
     eval mode and out of its parameters / state dict (so the optimizer never sees it and
     checkpoints never hold it), and runs it under ``torch.no_grad``. It feeds the teacher the
-    student's normalised batch, so both pixel normalisations must be equal.
+    student's normalised batch, so both pixel normalisations must be equal (checked when both
+    model dicts carry a ``data_preprocessor``).
     """
     from pathlib import Path
 
@@ -186,7 +187,7 @@ def ld_model_config(student: dict, teacher: dict, teacher_ckpt: str | None, reso
                           "(mmdet's KnowledgeDistillationSingleStageDetector); set it to false or null")
     keys = ("mean", "std", "bgr_to_rgb")
     s_pre, t_pre = student.get("data_preprocessor") or {}, teacher.get("data_preprocessor") or {}
-    if any(s_pre.get(k) != t_pre.get(k) for k in keys):
+    if s_pre and t_pre and any(s_pre.get(k) != t_pre.get(k) for k in keys):
         raise ConfigError(
             "method 'ld' feeds the teacher the student's normalised inputs, but their pixel "
             f"normalisations differ (student {[s_pre.get(k) for k in keys]}, teacher "
