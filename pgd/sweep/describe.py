@@ -28,6 +28,7 @@ class TrialDescriber:
             name = f"teacher {run['model']}"
             tags = {"pgd.method": "teacher", "pgd.teacher_hash": overrides.get("_hash", "")}
             overrides.pop("_teacher_dir", None)
+            overrides.pop("_resources", None)
         else:
             method = overrides.get("method")
             ckpt = None

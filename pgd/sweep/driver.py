@@ -124,7 +124,7 @@ def init_ray(spec: SpaceSpec, address: str | None):
     return ray
 
 
-def _tuner(spec, ctx, name, storage, param_space, conc, callbacks, role, num_samples=1):
+def _tuner(spec, ctx, name, storage, param_space, conc, callbacks, role, num_samples=1, resources=None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -132,7 +132,7 @@ def _tuner(spec, ctx, name, storage, param_space, conc, callbacks, role, num_sam
 
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, ctx=ctx),
-        resources=tune.PlacementGroupFactory([{"CPU": spec.resources.trial_driver_cpus}]),
+        resources=tune.PlacementGroupFactory([{"CPU": (resources or spec.resources).trial_driver_cpus}]),
     )
     objs = objectives(spec)
     search_alg, scheduler = None, None
@@ -278,10 +278,14 @@ def _train_teachers(spec, ctx, teachers, conc, c, exp_id, parent, sweep_id, desc
     if not todo:
         return
     say(f"training {len(todo)} teacher(s) once: {', '.join(todo)}")
-    configs = [dict(_role="teacher", _run=t["run"], _teacher_dir=t["dir"], _hash=t["hash"]) for t in todo.values()]
+    res = spec.teacher.resources or spec.resources
+    if spec.teacher.resources is not None:
+        conc = plan_concurrency(res, conc.cluster_cpus, conc.cluster_gpus)
+    configs = [dict(_role="teacher", _run=t["run"], _teacher_dir=t["dir"], _hash=t["hash"], _resources=to_dict(res))
+               for t in todo.values()]
     cb = T.MLflowSweepCallback(tracking_uri, exp_id, parent, sweep_id, describer, ctx.sweep_dir, role="teacher")
     tuner = _tuner(spec, ctx, "teachers", Path(ctx.sweep_dir) / "tune", {"trial": tune.grid_search(configs)},
-                   conc, [cb], "teacher")
+                   conc, [cb], "teacher", resources=res)
     results = tuner.fit()
     missing = [m for m, t in todo.items() if not Path(t["checkpoint"]).is_file()]
     if missing:

@@ -111,6 +111,7 @@ class TeacherSpec:
     model: str | None = None  # registry name; "{detector}" is replaced by the trial's detector
     checkpoint: str | None = None  # an existing checkpoint ("{detector}" allowed): not trained
     train: dict = field(default_factory=dict)  # run-config overrides for training the teacher
+    resources: ResourcesSpec | None = None  # for the teacher trials; null: the space's resources
 
 
 @dataclass

@@ -56,11 +56,13 @@ def trial_fn(config: dict, ctx: SweepContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from pgd.configs import from_dict
-    from pgd.sweep.space import SpaceSpec, teacher_model_name, trial_run_config
+    from pgd.sweep.space import ResourcesSpec, SpaceSpec, teacher_model_name, trial_run_config
 
     spec = from_dict(SpaceSpec, ctx.space, "space")
     overrides = dict(config.get("trial", config))
     role = overrides.pop("_role", TRIAL)
+    res = from_dict(ResourcesSpec, overrides.pop("_resources"), "resources") if "_resources" in overrides \
+        else spec.resources
     trial_id = tune.get_context().get_trial_id()
     if role == TEACHER:
         run = dict(overrides.pop("_run"))
@@ -73,7 +75,6 @@ def trial_fn(config: dict, ctx: SweepContext) -> None:
         teacher_out = None
     run["work_dir"] = str(Path(ctx.sweep_dir) / "trials" / trial_id / "work")
     run.setdefault("latency_images", ctx.latency_images)
-    res = spec.resources
     use_gpu = res.gpus_per_worker > 0
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
@@ -103,7 +104,7 @@ def train_worker(cfg: dict) -> None:
     import torch
 
     os.environ["PGD_HOME"] = cfg["home"]
-    threads = max(1, int(cfg.get("cpus_per_worker") or 1))
+    threads = max(1, round(cfg.get("cpus_per_worker") or 1))  # Ray's CPUs are logical: match them
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if torch.cuda.is_available():
@@ -112,7 +113,7 @@ def train_worker(cfg: dict) -> None:
         torch.cuda.set_device(ray.train.torch.get_device())
     import pgd.sweep.ray_hook  # noqa: F401  (registers RayReportHook)
     from pgd.training.runconfig import run_config
-    from pgd.training.train import train
+    from pgd.training.trainer import train
 
     ctx = ray.train.get_context()
     world = ctx.get_world_size()

@@ -6,12 +6,12 @@ __all__ = ["DataConfig", "RunConfig", "ScheduleConfig", "ShapesConfig", "run_con
 
 
 def train(*args, **kwargs):
-    from pgd.training.train import train as _train
+    from pgd.training.trainer import train as _train
 
     return _train(*args, **kwargs)
 
 
 def evaluate(*args, **kwargs):
-    from pgd.training.train import evaluate as _evaluate
+    from pgd.training.trainer import evaluate as _evaluate
 
     return _evaluate(*args, **kwargs)
