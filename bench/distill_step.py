@@ -91,8 +91,11 @@ def main():
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--images", type=int, default=2)
     args = p.parse_args()
+    from mmengine.logging import MMLogger
+
     import pgd.integration
 
+    MMLogger.get_instance("pgd_bench", log_level="WARNING")  # no per-parameter init logs
     pgd.integration.init_scope()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, "

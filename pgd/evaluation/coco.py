@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,28 @@ IOU_TYPES = ("bbox", "segm")
 
 @contextlib.contextmanager
 def quiet(logger: logging.Logger | None = None):
-    """Capture pycocotools' prints (to ``logger.debug`` when it is enabled for DEBUG)."""
+    """Capture pycocotools' prints (to ``logger.debug`` when it is enabled for DEBUG).
+
+    Ray Train workers replace ``builtins.print`` (their output goes to the worker log, not
+    ``sys.stdout``), so ``print`` itself is pointed at the buffer too while this is active.
+    """
+    import builtins
+
     buf = io.StringIO()
+    original = builtins.print
+
+    def _print(*args, sep=" ", end="\n", file=None, flush=False):
+        if file in (None, sys.stdout, buf):
+            buf.write(sep.join(map(str, args)) + end)
+        else:
+            original(*args, sep=sep, end=end, file=file, flush=flush)
+
+    builtins.print = _print
     try:
         with contextlib.redirect_stdout(buf):
             yield
     finally:
+        builtins.print = original
         if logger is not None and logger.isEnabledFor(logging.DEBUG):
             for line in buf.getvalue().splitlines():
                 if line.strip():

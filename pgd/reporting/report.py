@@ -52,7 +52,10 @@ def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id
 
 
 def _download_resolved(c, run_id: str) -> dict:
+    import os
     import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     with tempfile.TemporaryDirectory() as tmp:
         local = c.download_artifacts(run_id, "resolved_config.yaml", tmp)
