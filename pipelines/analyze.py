@@ -69,7 +69,14 @@ def quality_map(args) -> int:
     mm = build_config(run)
     loader = mm.val_dataloader if args.split == "val" else mm.train_dataloader
     ds_cfg = dict(loader.dataset)
-    ds_cfg["pipeline"] = mm.val_dataloader.dataset.pipeline  # no augmentation
+    # no augmentation, and GT boxes resized with the image (mmdet's test pipeline loads them
+    # after the resize, in original-image coordinates, for evaluation)
+    ds_cfg["pipeline"] = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True),
+        dict(type="Resize", scale=tuple(run.schedule.img_scale), keep_ratio=True),
+        dict(type="PackDetInputs"),
+    ]
     ds_cfg["test_mode"] = False if args.split == "train" else True
     dataset = DATASETS.build(ds_cfg)
     index = args.image_index

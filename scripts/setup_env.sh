@@ -54,10 +54,25 @@ else
   # --no-build-isolation: an isolated build cannot see torch and silently drops the ops.
   # --no-cache-dir: a cached ops-less wheel would otherwise be reused silently.
   # CFLAGS replaces the defaults, so keep -O3; -g0 makes the build ~2x faster.
+  build_log="$VENV/mmcv-build.log"
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="${CFLAGS:--DNDEBUG -O3 -g0 -fwrapv}" \
-    "${PIP[@]}" install -v --no-build-isolation --no-cache-dir "$MMCV_PIN" 2>&1 \
-    | stdbuf -oL grep -E --line-buffered '^\s*\[[0-9]+/[0-9]+\]|Successfully|ERROR|error:' \
-    | stdbuf -oL sed -E 's/^\s*(\[[0-9]+\/[0-9]+\]).*/    compiled \1/' || true
+    "${PIP[@]}" install -v --no-build-isolation --no-cache-dir "$MMCV_PIN" >"$build_log" 2>&1 &
+  pip_pid=$!
+  start=$(date +%s); last=$start
+  while kill -0 "$pip_pid" 2>/dev/null; do
+    sleep 2
+    now=$(date +%s)
+    if (( now - last >= 30 )); then
+      last=$now
+      done_n=$(grep -oE '\[[0-9]+/[0-9]+\]' "$build_log" | tail -1 || true)
+      log "    mmcv: $(( now - start ))s elapsed${done_n:+, compiled $done_n objects} (log: $build_log)"
+    fi
+  done
+  if ! wait "$pip_pid"; then
+    tail -30 "$build_log"
+    log "ERROR: installing $MMCV_PIN failed; the full log is $build_log"
+    exit 1
+  fi
   if ! "$VENV/bin/python" -c "import mmcv.ops" ; then
     log "ERROR: mmcv installed without its compiled ops (import mmcv.ops failed)."
     log "       Remove it ('$VENV/bin/pip uninstall -y mmcv') and rerun; check a C++ compiler is present."

@@ -36,7 +36,7 @@ def test_quality_map_renders_for_a_trained_teacher(tmp_path, monkeypatch):
     cfg = dict(model="atss_tiny", work_dir=str(tmp_path / "t"),
                data=dict(kind="shapes", shapes=dict(train=16, val=4, size=128, seed=0)),
                schedule=dict(epochs=1, batch_size=4, base_lr=0.02, base_batch_size=16, warmup_iters=2,
-                             lr_steps=[1], img_scale=[128, 128], num_workers=0))
+                             lr_steps=[1], img_scale=[96, 96], num_workers=0))  # images are resized
     ckpt = train(run_config(cfg))["best_checkpoint"]
     import yaml
 
@@ -51,7 +51,13 @@ def test_quality_map_renders_for_a_trained_teacher(tmp_path, monkeypatch):
 
     w, h = Image.open(png).size
     assert w > 2 * h  # three panels side by side
-    assert '"fg_positions"' in out.stdout
+    import json
+
+    info = json.loads(out.stdout[out.stdout.index("{"):])
+    assert info["img_shape"] == [96, 96] and info["num_gt"] >= 1
+    # GT boxes are drawn and used in the resized image's coordinates (128 px -> 96 px)
+    assert all(0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 96 for x1, y1, x2, y2 in info["gt_boxes"])
+    assert info["fg_positions"] > 0
     bad = run("pipelines/analyze.py", "quality-map", "--config", str(tmp_path / "t.yaml"), "--checkpoint", ckpt,
               "--image-index", "99", env=env)
     assert bad.returncode == 2 and "--image-index 99 is outside 0..3" in bad.stderr

@@ -198,3 +198,22 @@ def test_optuna_multi_objective_with_persistent_study(home, tmp_path):
     assert all(0.005 <= t.params["schedule.base_lr"] <= 0.04 for t in done)
     runs = [r for r in mlflow_runs(home, "o") if r.data.tags.get("pgd.role") == "trial"]
     assert len(runs) == 2 and all("latency_ms" in r.data.metrics for r in runs)
+
+
+@pytest.mark.slow
+def test_asha_early_stopping_finishes_cleanly(home, tmp_path):
+    """ASHA on `epoch` over three trials: whatever it stops early, the sweep ends (no leaked
+    placement groups with the dashboard on) and every trial has one FINISHED run."""
+    from pgd.sweep.driver import run_sweep
+
+    p = space(tmp_path, """
+        grid:
+          schedule.base_lr: [0.0001, 0.02, 0.04]
+        scheduler: {type: asha, grace_period: 1, max_t: 2, reduction_factor: 2}
+        resources: {workers_per_trial: 1, cpus_per_worker: 0.875, trial_driver_cpus: 0.125}
+        report: {rows: [detector, method, schedule.base_lr]}
+    """, name="a")
+    out = run_sweep(str(p))
+    runs = [r for r in mlflow_runs(home, "a") if r.data.tags.get("pgd.role") == "trial"]
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(out["table"].frame) == 3

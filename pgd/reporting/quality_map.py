@@ -87,4 +87,5 @@ def render_quality_map(model, dataset, index: int, strategy_cfg: dict, out: str 
     plt.close(fig)
     fg_positions = sum(int((m > 0).sum()) for m in masks.fg_cls)
     return dict(out=str(out), num_gt=int(len(boxes)), fg_positions=fg_positions,
-                peak_quality=float(quality.max()) if quality.size else 0.0)
+                peak_quality=float(quality.max()) if quality.size else 0.0,
+                img_shape=[int(h), int(w)], gt_boxes=[[round(float(v), 1) for v in b] for b in boxes])
