@@ -174,7 +174,6 @@ def test_ddp_trials_and_resume_after_killing_the_driver(home, tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
-@pytest.mark.slow
 def test_optuna_multi_objective_with_persistent_study(home, tmp_path):
     """Optuna (TPE) over a conditional space, two objectives (AP up, latency down), the study
     persisted in the sweep folder."""
@@ -200,7 +199,6 @@ def test_optuna_multi_objective_with_persistent_study(home, tmp_path):
     assert len(runs) == 2 and all("latency_ms" in r.data.metrics for r in runs)
 
 
-@pytest.mark.slow
 def test_asha_early_stopping_finishes_cleanly(home, tmp_path):
     """ASHA on `epoch` over three trials: whatever it stops early, the sweep ends (no leaked
     placement groups with the dashboard on) and every trial has one FINISHED run."""

@@ -22,8 +22,10 @@ class RayReportHook(Hook):
 
     priority = "LOWEST"  # after the checkpoint hook saved this epoch
 
-    def __init__(self, extra_files: tuple = ("run_config.yaml", "metrics.jsonl")):
+    def __init__(self, extra_files: tuple = ("run_config.yaml", "metrics.jsonl"), latency_images: int = 0):
         self.extra_files = extra_files
+        self.latency_images = latency_images
+        self._latency: float | None = None
 
     def after_val_epoch(self, runner, metrics=None):
         import ray.train
@@ -36,8 +38,17 @@ class RayReportHook(Hook):
         report.update({k.split("/")[-1]: float(v) for k, v in (metrics or {}).items()})
         if summary:
             report.update({f"train/{k}": float(v) for k, v in summary.last_losses.items()})
+        rank0 = ray.train.get_context().get_world_rank() == 0
+        if self.latency_images > 0 and rank0:
+            # latency depends on the architecture, not the weights: measured once, then sent
+            # with every report (Tune requires every objective in every result)
+            if self._latency is None:
+                from pgd.training.latency import measure_latency
+
+                self._latency = measure_latency(runner, self.latency_images)
+            report["latency_ms"] = self._latency
         ckpt_file = Path(runner.work_dir) / f"epoch_{epoch}.pth"
-        if ray.train.get_context().get_world_rank() == 0 and ckpt_file.is_file():
+        if rank0 and ckpt_file.is_file():
             with tempfile.TemporaryDirectory() as tmp:
                 _link_or_copy(ckpt_file, Path(tmp) / CHECKPOINT_FILE)
                 for name in self.extra_files:

@@ -414,18 +414,21 @@ def config_hash(run: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- optuna
-def optuna_space(spec: SpaceSpec):
+@dataclass
+class OptunaSpace:
     """Define-by-run function for OptunaSearch: conditional params are only suggested when
-    their ``when`` holds for the values suggested before them (file order)."""
+    their ``when`` holds for the values suggested before them (file order). A picklable
+    class, since Tune checkpoints the searcher with the experiment."""
 
-    params = dict(spec.params)
-    base = spec.base
+    params: dict
+    base: dict
+    seed: int
 
-    def define(trial):
+    def __call__(self, trial):
         values: dict = {}
-        for key, d in params.items():
+        for key, d in self.params.items():
             when = {k: (v if isinstance(v, list) else [v]) for k, v in (d.get("when") or {}).items()}
-            if not _when_ok(when, values, base):
+            if not _when_ok(when, values, self.base):
                 continue
             t = d["type"]
             if t == "float":
@@ -436,9 +439,11 @@ def optuna_space(spec: SpaceSpec):
                                                 step=int(d.get("step") or 1))
             else:
                 values[key] = trial.suggest_categorical(key, d["choices"])
-        return {"seed": int(spec.seeds[0])}
+        return {"seed": self.seed}
 
-    return define
+
+def optuna_space(spec: SpaceSpec) -> OptunaSpace:
+    return OptunaSpace(dict(spec.params), dict(spec.base), int(spec.seeds[0]))
 
 
 def objectives(spec: SpaceSpec) -> list[ObjectiveSpec]:

@@ -128,8 +128,9 @@ def train_worker(cfg: dict) -> None:
             if src.is_file():
                 resume_from = str(work_dir / f"ray_resume_rank{ctx.get_world_rank()}.pth")
                 shutil.copy2(src, resume_from)
+    hook = dict(type="RayReportHook", latency_images=run.latency_images)
     result = train(run, launcher="pytorch" if world > 1 else "none", world_size=world,
-                   extra_hooks=[dict(type="RayReportHook")], resume_from=resume_from)
+                   extra_hooks=[hook], resume_from=resume_from)
     final = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     final["epoch"] = int(result.get("epochs", 0))
     final["final"] = 1  # the closing report: final metrics (+ latency)
