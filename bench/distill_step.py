@@ -17,58 +17,29 @@ import time
 
 import torch
 
+from pgd.testing import total_loss
+
 PAIRS = {
     "tiny": ("atss_tiny", "atss_tiny", 160),
     "r101-r50": ("atss_r50", "atss_r101", 640),
 }
 
 
-def batch(model, n, size):
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-
-    g = torch.Generator().manual_seed(0)
-    imgs = [torch.randint(0, 255, (3, size, size), dtype=torch.uint8, generator=g) for _ in range(n)]
-    samples = []
-    for _ in range(n):
-        s = DetDataSample()
-        s.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size), scale_factor=(1.0, 1.0)))
-        k = 8
-        xy = torch.rand(k, 2, generator=g) * size * 0.7
-        wh = 8 + torch.rand(k, 2, generator=g) * size * 0.3
-        s.gt_instances = InstanceData(bboxes=torch.cat([xy, xy + wh], 1), labels=torch.randint(0, 80, (k,), generator=g))
-        samples.append(s)
-    return model.data_preprocessor(dict(inputs=imgs, data_samples=samples), True)
-
-
-def total(losses):
-    return sum(v if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items() if "loss" in k)
-
-
 def bench_pair(student_name, teacher_name, size, repeat, n_img):
-    from mmdet.registry import MODELS
+    from pgd.testing import build_distiller, synthetic_batch
 
-    from pgd.detectors import model_config
-    from pgd.distill.config import distill_config, resolve_defaults
-
-    det = student_name.rsplit("_", 1)[0]
-    s_cfg, t_cfg = model_config(student_name, 80), model_config(teacher_name, 80)
-    d = resolve_defaults(distill_config(dict(teacher=teacher_name, allow_random_teacher=True)), det)
-    dist = MODELS.build(dict(type="PGDDistiller", detector=det, student=s_cfg, teacher=t_cfg, distill=d,
-                             data_preprocessor=s_cfg["data_preprocessor"]))
-    dist.init_weights()
-    dist.train()
-    data = batch(dist, n_img, size)
+    dist = build_distiller(student_name, teacher_name, 80)
+    data = synthetic_batch(dist, n_img, size, size, boxes_per_image=8, num_classes=80)
     opt = torch.optim.SGD([p for p in dist.parameters() if p.requires_grad], lr=1e-4)
 
     def distill_step():
         opt.zero_grad()
-        total(dist(**data, mode="loss")).backward()
+        total_loss(dist(**data, mode="loss")).backward()
         opt.step()
 
     def baseline_step():
         opt.zero_grad()
-        total(dist.student.loss(data["inputs"], data["data_samples"])).backward()
+        total_loss(dist.student.loss(data["inputs"], data["data_samples"])).backward()
         opt.step()
         with torch.no_grad():
             dist.teacher.bbox_head(dist.teacher.extract_feat(data["inputs"]))

@@ -7,30 +7,9 @@ import torch
 
 from pgd.detectors import model_config, model_names, parse_name
 from pgd.errors import ConfigError
+from pgd.testing import synthetic_batch, total_loss
 
 DETECTORS = ["atss", "fcos", "gfl", "ddod", "autoassign"]
-
-
-def _batch(model, n=2, h=160, w=192):
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-
-    g = torch.Generator().manual_seed(0)
-    imgs = [torch.randint(0, 255, (3, h, w), dtype=torch.uint8, generator=g) for _ in range(n)]
-    samples = []
-    for i in range(n):
-        s = DetDataSample()
-        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)))
-        s.gt_instances = InstanceData(
-            bboxes=torch.tensor([[10.0, 20, 60, 90], [80, 70, 150, 150]]) + i,
-            labels=torch.tensor([1, 3]),
-        )
-        samples.append(s)
-    return model.data_preprocessor(dict(inputs=imgs, data_samples=samples), True)
-
-
-def _total(losses):
-    return sum(v if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items() if "loss" in k)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +28,11 @@ def test_build_train_step_and_predict(scope, detector, backbone):
     model = MODELS.build(model_config(f"{detector}_{backbone}", num_classes=6))
     model.init_weights()
     model.train()
-    data = _batch(model)
+    data = synthetic_batch(model)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     losses = model(**data, mode="loss")
-    total = _total(losses)
+    total = total_loss(losses)
     assert torch.isfinite(total) and total > 0
     total.backward()
     opt.step()
@@ -62,7 +41,7 @@ def test_build_train_step_and_predict(scope, detector, backbone):
     assert any(k.startswith("backbone.") for k in changed)
     model.eval()
     with torch.no_grad():
-        preds = model(**_batch(model), mode="predict")
+        preds = model(**synthetic_batch(model), mode="predict")
     assert len(preds) == 2
     inst = preds[0].pred_instances
     assert inst.bboxes.shape[1] == 4 and inst.bboxes.shape[0] == inst.scores.shape[0]

@@ -37,17 +37,9 @@ def make_batch(model, n=2, h=160, w=192, empty_last=False):
 
 
 def build_distiller(det, student="tiny", teacher="tiny", **distill):
-    from mmdet.registry import MODELS
+    from pgd.testing import build_distiller as build
 
-    s = model_config(f"{det}_{student}", 6)
-    t = model_config(f"{det}_{teacher}", 6)
-    d = resolve_defaults(distill_config(dict(teacher=f"{det}_{teacher}", allow_random_teacher=True, **distill)), det)
-    d["inherit_teacher_neck_head"] = bool(d["inherit_teacher_neck_head"])
-    m = MODELS.build(dict(type="PGDDistiller", detector=det, student=s, teacher=t, distill=d,
-                          data_preprocessor=s["data_preprocessor"]))
-    m.init_weights()
-    m.train()
-    return m
+    return build(f"{det}_{student}", f"{det}_{teacher}", **distill)
 
 
 def kd_terms(losses):
@@ -110,12 +102,8 @@ def test_teacher_checkpoint_and_inheritance(tmp_path):
     teacher.init_weights()
     ckpt = tmp_path / "teacher.pth"
     torch.save({"state_dict": teacher.state_dict(), "meta": {}}, ckpt)
-    s = model_config("gfl_tiny", 6)
-    d = resolve_defaults(distill_config(dict(teacher="gfl_tiny", teacher_checkpoint=str(ckpt))), "gfl")
-    d["inherit_teacher_neck_head"] = True
-    m = MODELS.build(dict(type="PGDDistiller", detector="gfl", student=s, teacher=model_config("gfl_tiny", 6),
-                          teacher_checkpoint=str(ckpt), distill=d, data_preprocessor=s["data_preprocessor"]))
-    m.init_weights()
+    m = build_distiller("gfl", teacher_checkpoint=str(ckpt))  # inherit_teacher_neck_head: default
+    assert m.distill_cfg["inherit_teacher_neck_head"] is True
     for k, v in teacher.state_dict().items():
         assert torch.equal(m.teacher.state_dict()[k], v)
     # neck and head inherited, backbone not
@@ -128,11 +116,7 @@ def test_teacher_inputs_are_renormalised():
     # fcos_r50 (caffe: BGR, mean only) teacher for an fcos_tiny (RGB, mean/std) student
     from mmdet.registry import MODELS
 
-    s = model_config("fcos_tiny", 6)
-    t = model_config("fcos_r50", 6)
-    d = resolve_defaults(distill_config(dict(teacher="fcos_r50", allow_random_teacher=True)), "fcos")
-    m = MODELS.build(dict(type="PGDDistiller", detector="fcos", student=s, teacher=t, distill=d,
-                          data_preprocessor=s["data_preprocessor"]))
+    m = build_distiller("fcos", teacher="r50")
     raw = [torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8) for _ in range(2)]
     from mmdet.structures import DetDataSample
 
@@ -143,7 +127,7 @@ def test_teacher_inputs_are_renormalised():
         samples.append(smp)
     raw[1] = raw[1][:, :50, :70]
     s_batch = m.data_preprocessor(dict(inputs=raw, data_samples=samples), False)
-    t_pre = MODELS.build(t["data_preprocessor"])
+    t_pre = MODELS.build(model_config("fcos_r50", 6)["data_preprocessor"])
     t_batch = t_pre(dict(inputs=raw, data_samples=samples), False)
     mine = m.teacher_inputs(s_batch["inputs"], s_batch["data_samples"])
     assert torch.allclose(mine, t_batch["inputs"], atol=1e-3)

@@ -54,18 +54,10 @@ def make_batch(model, n=2, h=128, w=160, empty_last=False):
 
 
 def build(det, method, teacher_cfg=None, **params):
-    from mmdet.registry import MODELS
+    from pgd.testing import build_distiller
 
-    s = model_config(f"{det}_tiny", 6)
-    t = teacher_cfg or model_config(f"{det}_tiny", 6)
-    d = resolve_defaults(distill_config(dict(teacher=f"{det}_tiny", allow_random_teacher=True, method=method,
-                                             method_params=params)), det)
-    d["inherit_teacher_neck_head"] = bool(d["inherit_teacher_neck_head"])
-    m = MODELS.build(dict(type="PGDDistiller", detector=det, student=s, teacher=t, distill=d,
-                          data_preprocessor=s["data_preprocessor"]))
-    m.init_weights()
-    m.train()
-    return m
+    extra = {"teacher_config": teacher_cfg} if teacher_cfg is not None else {}
+    return build_distiller(f"{det}_tiny", f"{det}_tiny", method=method, method_params=params, **extra)
 
 
 def kd_terms(losses, method):

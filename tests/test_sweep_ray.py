@@ -215,3 +215,18 @@ def test_asha_early_stopping_finishes_cleanly(home, tmp_path):
     runs = [r for r in mlflow_runs(home, "a") if r.data.tags.get("pgd.role") == "trial"]
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert len(out["table"].frame) == 3
+
+
+@pytest.mark.slow
+def test_main_job_smoke_sweep(home):
+    """The README's main job end to end (search_spaces/smoke.yaml): teacher trained once,
+    student and PGD student, the table with teacher/student/pgd rows, the MLflow UI command."""
+    log = home / "smoke.log"
+    env = dict(os.environ, PGD_HOME=str(home), PYTHONUNBUFFERED="1")
+    out = subprocess.run([sys.executable, str(ROOT / "pipelines" / "sweep.py")], env=env, timeout=1500,
+                         stdout=log.open("w"), stderr=subprocess.STDOUT)
+    text = log.read_text()
+    assert out.returncode == 0, text[-3000:]
+    assert "| atss | teacher | 1 |" in text and "| atss | student | 1 |" in text and "| atss | pgd | 1 |" in text
+    assert "mlflow ui --backend-store-uri sqlite:///" in text
+    assert (home / "sweeps" / "smoke" / "report" / "table.parquet").is_file()

@@ -116,18 +116,32 @@ def resolve_defaults(cfg: DistillConfig, student_detector: str, data_kind: str =
 
 
 def distiller_model_config(run, num_classes: int) -> dict:
-    """The mmdet model dict of a ``PGDDistiller`` for a run with a ``distill`` section."""
-    from pgd.detectors import model_config, parse_name
+    """The mmdet model dict of a run with a ``distill`` section (see :func:`distiller_config`)."""
     from pgd.paths import resolve
 
-    cfg = distill_config(run.distill)
-    s_det, _ = parse_name(run.model)
-    student = model_config(
-        run.model,
-        num_classes,
+    return distiller_config(
+        run.model, num_classes, run.distill, data_kind=run.data.kind, work_dir=resolve(run.work_dir),
         backbone_checkpoint=str(resolve(run.backbone_checkpoint)) if run.backbone_checkpoint else None,
         frozen_backbone_bn=run.schedule.frozen_backbone_bn,
     )
+
+
+def distiller_config(student_name: str, num_classes: int, distill: dict | DistillConfig, *,
+                     data_kind: str = "coco", work_dir=None, backbone_checkpoint: str | None = None,
+                     frozen_backbone_bn: bool | None = None) -> dict:
+    """The mmdet model dict that distils registry model ``student_name`` with the ``distill``
+    section: a ``PGDDistiller`` (PGD and the feature KD baselines), or mmdet's own
+    ``KnowledgeDistillationSingleStageDetector`` for ``method: ld``. Every default is resolved
+    here (per detector, per data kind), so what the model gets is what MLflow records."""
+    from pathlib import Path
+
+    from pgd.detectors import model_config, parse_name
+    from pgd.paths import resolve
+
+    cfg = distill_config(distill)
+    s_det, _ = parse_name(student_name)
+    student = model_config(student_name, num_classes, backbone_checkpoint=backbone_checkpoint,
+                           frozen_backbone_bn=frozen_backbone_bn)
     if cfg.teacher_config is not None:
         teacher = dict(cfg.teacher_config)
         t_det = cfg.teacher.rsplit("_", 1)[0] if cfg.teacher else s_det
@@ -137,20 +151,19 @@ def distiller_model_config(run, num_classes: int) -> dict:
         teacher["backbone"]["init_cfg"] = None  # weights come from the teacher checkpoint
     if t_det != s_det:
         raise ConfigError(
-            f"teacher {cfg.teacher!r} and student {run.model!r} are different detectors; PGD "
+            f"teacher {cfg.teacher!r} and student {student_name!r} are different detectors; PGD "
             "distils a detector into the same detector with a smaller backbone"
         )
-    resolved = resolve_defaults(cfg, s_det, run.data.kind)
+    resolved = resolve_defaults(cfg, s_det, data_kind)
     if resolved["inherit_teacher_neck_head"] is None:
         resolved["inherit_teacher_neck_head"] = cfg.method != "ld"
     ckpt = str(resolve(cfg.teacher_checkpoint)) if cfg.teacher_checkpoint else None
-    if ckpt is not None:
-        from pathlib import Path
-
-        if not Path(ckpt).is_file():
-            raise ConfigError(f"distill.teacher_checkpoint {ckpt!r} does not exist")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise ConfigError(f"distill.teacher_checkpoint {ckpt!r} does not exist")
     if cfg.method == "ld":
-        return ld_model_config(student, teacher, ckpt, resolved, resolve(run.work_dir))
+        if work_dir is None:
+            raise ConfigError("method 'ld' needs a work_dir to write its teacher config into")
+        return ld_model_config(student, teacher, ckpt, resolved, work_dir)
     return dict(
         type="PGDDistiller",
         detector=s_det,
