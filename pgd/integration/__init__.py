@@ -8,13 +8,8 @@ from pgd import compat
 
 compat.apply()
 
+from pgd.distill import distiller  # noqa: E402,F401  (registers PGDDistiller)
 from pgd.integration import dataset, ddp, hooks, metric  # noqa: E402,F401  (registration)
-
-try:  # the distiller registers itself; absent until the method package is installed
-    from pgd.distill import distiller  # noqa: F401
-except ImportError as exc:  # pragma: no cover - only during partial installs
-    if "pgd.distill" not in str(exc):
-        raise
 
 
 def init_scope() -> None:

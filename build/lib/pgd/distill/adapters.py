@@ -1,0 +1,188 @@
+"""Per-detector adapters: what the distiller needs from an mmdet dense detector.
+
+An adapter (1) captures, with forward hooks (no edit to mmdet), the output of the first block
+of the cls tower and of the reg tower at every FPN level, and the neck outputs; (2) turns the
+head's raw outputs into per-prior class probabilities and decoded boxes with the detector's
+own prior generator and box coder; (3) gives each prior's centre (spec sections 1-2).
+
+The released code's adapter bugs, avoided here and pinned by tests/test_distill_adapters.py:
+- GFL boxes are decoded with each level's own stride (the released code used one stride);
+- anchor-free points are (x, y) in that order (the released code swapped them);
+- nothing here mixes images of a batch (every tensor keeps its batch dimension).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from pgd.errors import ConfigError, unknown_name
+
+
+@dataclass
+class Captured:
+    """Feature maps caught during one forward pass, each a list over FPN levels; ``head`` is
+    the dense head's forward output (``(cls_scores, bbox_preds, ...)``, each a list over
+    levels; the last call's when the head runs more than once), for methods that distil
+    the head's outputs (FRS)."""
+
+    cls: list[torch.Tensor] = field(default_factory=list)
+    reg: list[torch.Tensor] = field(default_factory=list)
+    neck: list[torch.Tensor] = field(default_factory=list)
+    head: tuple | None = None
+
+
+@dataclass
+class Priors:
+    """Priors of one batch input shape, levels concatenated P3..P7."""
+
+    boxes_or_points: list[torch.Tensor]  # per level: [H*W*na, 4] anchors or [H*W, 2] points
+    centres: torch.Tensor  # [A, 2] one centre per location (x, y)
+    level_sizes: list[int]  # H*W per level
+    featmap_sizes: list[tuple[int, int]]
+    num_anchors: int  # priors per location
+
+
+class HeadAdapter:
+    """Common machinery; subclasses implement :meth:`decode`."""
+
+    anchor_based = True
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.head = detector.bbox_head
+        for attr in ("cls_convs", "reg_convs", "prior_generator"):
+            if not hasattr(self.head, attr):
+                raise ConfigError(f"{type(self.head).__name__} has no {attr}; not a supported dense head")
+        self._active: Captured | None = None
+        self._handles = [
+            self.head.cls_convs[0].register_forward_hook(self._hook("cls")),
+            self.head.reg_convs[0].register_forward_hook(self._hook("reg")),
+        ]
+        if getattr(detector, "with_neck", False):
+            self._handles.append(detector.neck.register_forward_hook(self._neck_hook))
+        self._handles.append(self.head.register_forward_hook(self._head_hook))
+
+    def _hook(self, name):
+        def hook(_module, _inputs, output):
+            if self._active is not None:
+                getattr(self._active, name).append(output)
+
+        return hook
+
+    def _neck_hook(self, _module, _inputs, output):
+        if self._active is not None:
+            self._active.neck.extend(list(output))
+
+    def _head_hook(self, _module, _inputs, output):
+        if self._active is not None:
+            self._active.head = tuple(output)
+
+    @contextmanager
+    def capture(self):
+        """``with adapter.capture() as feats:`` run the model; ``feats`` then holds the maps."""
+        captured = Captured()
+        self._active = captured
+        try:
+            yield captured
+        finally:
+            self._active = None
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+    # ------------------------------------------------------------------ priors and decoding
+    def priors(self, featmap_sizes, device) -> Priors:
+        gen = self.head.prior_generator
+        mlvl = gen.grid_priors(featmap_sizes, device=device)
+        na = gen.num_base_priors[0]
+        centres = []
+        for p in mlvl:
+            c = p[:, :2] if p.shape[-1] == 2 else (p[:, :2] + p[:, 2:4]) / 2
+            centres.append(c[::na])  # priors are ordered (h, w, anchor): one centre per location
+        return Priors(
+            boxes_or_points=mlvl,
+            centres=torch.cat(centres),
+            level_sizes=[int(h) * int(w) for h, w in featmap_sizes],
+            featmap_sizes=[(int(h), int(w)) for h, w in featmap_sizes],
+            num_anchors=int(na),
+        )
+
+    def flatten_cls(self, cls_scores) -> torch.Tensor:
+        """[N, na*C, H, W] per level -> class probabilities [N, A*na, C]."""
+        C = self.head.cls_out_channels
+        return torch.cat(
+            [s.permute(0, 2, 3, 1).reshape(s.shape[0], -1, C) for s in cls_scores], 1
+        ).sigmoid()
+
+    def decode(self, bbox_preds, priors: Priors) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def predictions(self, head_outs, priors: Priors) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities [N, A*na, C], boxes [N, A*na, 4]) from the head's outputs."""
+        cls_scores, bbox_preds = head_outs[0], head_outs[1]
+        return self.flatten_cls(cls_scores), self.decode(bbox_preds, priors)
+
+
+class DeltaAnchorAdapter(HeadAdapter):
+    """ATSS and DDOD: anchors + DeltaXYWHBBoxCoder."""
+
+    def decode(self, bbox_preds, priors: Priors) -> torch.Tensor:
+        out = []
+        for pred, anchors in zip(bbox_preds, priors.boxes_or_points):
+            n = pred.shape[0]
+            deltas = pred.permute(0, 2, 3, 1).reshape(n, -1, 4)
+            boxes = self.head.bbox_coder.decode(anchors.expand(n, -1, -1).reshape(-1, 4), deltas.reshape(-1, 4))
+            out.append(boxes.reshape(n, -1, 4))
+        return torch.cat(out, 1)
+
+
+class GFLAdapter(HeadAdapter):
+    """GFL: distribution integral x the level's own stride from the anchor centres."""
+
+    def decode(self, bbox_preds, priors: Priors) -> torch.Tensor:
+        out = []
+        strides = self.head.prior_generator.strides
+        for pred, anchors, stride in zip(bbox_preds, priors.boxes_or_points, strides):
+            n = pred.shape[0]
+            dist = pred.permute(0, 2, 3, 1).reshape(-1, 4 * (self.head.reg_max + 1))
+            dist = self.head.integral(dist) * stride[0]  # each level's own stride
+            centres = self.head.anchor_center(anchors).expand(n, -1, -1).reshape(-1, 2)
+            out.append(self.head.bbox_coder.decode(centres, dist).reshape(n, -1, 4))
+        return torch.cat(out, 1)
+
+
+class PointAdapter(HeadAdapter):
+    """FCOS and AutoAssign: (x, y) points + (left, top, right, bottom) distances, which the
+    head already scales to pixels in eval mode (the teacher always runs in eval mode)."""
+
+    anchor_based = False
+
+    def decode(self, bbox_preds, priors: Priors) -> torch.Tensor:
+        if self.head.training:
+            raise RuntimeError("point-head boxes are decoded from a head in eval mode only")
+        out = []
+        for pred, points in zip(bbox_preds, priors.boxes_or_points):
+            n = pred.shape[0]
+            dist = pred.permute(0, 2, 3, 1).reshape(-1, 4)
+            pts = points[:, :2].expand(n, -1, -1).reshape(-1, 2)
+            out.append(self.head.bbox_coder.decode(pts, dist).reshape(n, -1, 4))
+        return torch.cat(out, 1)
+
+
+ADAPTERS = {
+    "atss": DeltaAnchorAdapter,
+    "ddod": DeltaAnchorAdapter,
+    "gfl": GFLAdapter,
+    "fcos": PointAdapter,
+    "autoassign": PointAdapter,
+}
+
+
+def make_adapter(detector_name: str, model) -> HeadAdapter:
+    if detector_name not in ADAPTERS:
+        raise unknown_name("detector", detector_name, ADAPTERS)
+    return ADAPTERS[detector_name](model)

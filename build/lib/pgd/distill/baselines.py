@@ -1,0 +1,412 @@
+"""The KD baselines of the PGD paper's Table 1 on the platform's dense detectors.
+
+``build_baseline(method, distill_cfg, student_cfg, teacher_cfg, detector)`` returns the
+``nn.Module`` that ``PGDDistiller`` calls as ``kd(s_feats, t_feats, head_outs, samples,
+distiller)``: it builds each method's masks from the GT boxes / the teacher's outputs, runs
+the trainable parts (adapt convs, FGD's GcBlocks, FKD's non-local blocks and adapters, all
+created in ``__init__`` so the optimizer sees them) and calls the math in
+:mod:`pgd.core.baselines`. It returns ``{"loss_<method>_<term>": tensor}``.
+
+LD is not built here: it is MMDetection's own ``KnowledgeDistillationSingleStageDetector`` +
+``LDHead`` (see :func:`pgd.distill.config.distiller_model_config`). Its defaults live in the
+table below with the others.
+
+Every method reads its knobs from ``distill.method_params``; the per-detector defaults are
+:data:`BASELINE_DEFAULTS` (which also says which detectors a method applies to). See
+docs/baselines.md for the formulas, where each number comes from and the deviations from the
+authors' code.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from pgd.core.baselines import (
+    GcBlock,
+    NonLocalBlock,
+    box_cells,
+    defeat_loss_terms,
+    fgd_loss_terms,
+    fgd_masks,
+    fgfi_loss_terms,
+    fgfi_mask,
+    fkd_loss_terms,
+    fpn_level_by_scale,
+    frs_loss_terms,
+)
+from pgd.errors import ConfigError, unknown_name
+
+DETECTORS = ("atss", "ddod", "gfl", "fcos", "autoassign")
+
+# FGD's released configs: GFL / RetinaNet (anchor-based heads) and FCOS (anchor-free heads).
+_FGD_ANCHOR_BASED = dict(temp=0.5, alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6)
+_FGD_ANCHOR_FREE = dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6)
+# FRS's released configs: GFL (used for the ATSS-style single-anchor heads too) and FCOS.
+_FRS_GFL = dict(w_feat=0.1, w_cls=0.05, ramp_iters=500)
+_FRS_FCOS = dict(w_feat=0.01, w_cls=0.05, ramp_iters=500)
+# DeFeat's released config (Faster R-CNN FPN neck: hint_neck_w 3, hint_neck_back_w 12).
+_DEFEAT = dict(w_fg=3.0, w_bg=12.0, finest_scale=56.0)
+_FGFI = dict(weight=0.01, iou_ratio=0.5)  # FGFI paper / code: imitation weight 0.01, psi 0.5
+_FKD = dict(temp=0.1, w_feat=4.2e-4, w_channel=0.024, w_spatial=0.024, w_relation=4.2e-4)  # 7e-5*6, 4e-3*6
+_LD = dict(weight=0.25, temperature=10.0)  # mmdet's LD configs (KnowledgeDistillationKLDivLoss)
+
+#: method -> detector -> default ``method_params``; a detector absent from a method's table
+#: is one the method does not apply to (FGFI: anchor-based ATSS and DDOD; LD: GFL).
+BASELINE_DEFAULTS: dict[str, dict[str, dict]] = {
+    "fgd": {"atss": _FGD_ANCHOR_BASED, "ddod": _FGD_ANCHOR_BASED, "gfl": _FGD_ANCHOR_BASED,
+            "fcos": _FGD_ANCHOR_FREE, "autoassign": _FGD_ANCHOR_FREE},
+    "defeat": {d: _DEFEAT for d in DETECTORS},
+    "frs": {"atss": _FRS_GFL, "ddod": _FRS_GFL, "gfl": _FRS_GFL, "fcos": _FRS_FCOS, "autoassign": _FRS_FCOS},
+    "fgfi": {"atss": _FGFI, "ddod": _FGFI},
+    "fkd": {d: _FKD for d in DETECTORS},
+    "ld": {"gfl": _LD},
+}
+BASELINES = tuple(BASELINE_DEFAULTS)
+
+_POSITIVE = {"temp", "temperature", "finest_scale"}  # > 0
+_COUNTS = {"ramp_iters"}  # integers >= 0
+_RATIOS = {"iou_ratio"}  # (0, 1]
+
+
+# ----------------------------------------------------------------------------- params
+def valid_params(method: str) -> tuple[str, ...]:
+    """The ``method_params`` keys of a KD baseline."""
+    if method not in BASELINE_DEFAULTS:
+        raise unknown_name("KD baseline", method, BASELINES)
+    return tuple(next(iter(BASELINE_DEFAULTS[method].values())))
+
+
+def check_method_params(method: str, params: dict | None, path: str = "distill.method_params") -> None:
+    """ConfigError for an unknown key (listing the valid ones) or an out-of-range value."""
+    valid = valid_params(method)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {path} for method {method!r}; valid keys "
+            f"are: {', '.join(sorted(valid))}"
+        )
+    for key, value in params.items():
+        name = f"{path}.{key}"
+        if key in _COUNTS:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ConfigError(f"{name}={value!r} must be an integer >= 0")
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r} must be a finite number")
+        if key in _POSITIVE and value <= 0:
+            raise ConfigError(f"{name}={value!r} must be > 0")
+        if key in _RATIOS and not 0 < value <= 1:
+            raise ConfigError(f"{name}={value!r} must lie in (0, 1]")
+        if value < 0:
+            raise ConfigError(f"{name}={value!r} must be >= 0")
+
+
+def check_applicable(method: str, detector: str) -> None:
+    """ConfigError when a KD baseline does not apply to a detector (FGFI, LD)."""
+    table = BASELINE_DEFAULTS.get(method)
+    if table is None:
+        raise unknown_name("KD baseline", method, BASELINES)
+    if detector not in table:
+        raise ConfigError(
+            f"KD method {method!r} does not apply to detector {detector!r}; valid detectors for "
+            f"{method} are: {', '.join(sorted(table))}"
+        )
+
+
+def method_params(method: str, detector: str, params: dict | None = None) -> dict:
+    """The resolved ``method_params``: the detector's defaults updated with ``params``."""
+    check_applicable(method, detector)
+    check_method_params(method, params)
+    out = dict(BASELINE_DEFAULTS[method][detector])
+    out.update(params or {})
+    return out
+
+
+def build_baseline(method: str, distill_cfg: dict, student_cfg: dict, teacher_cfg: dict,
+                   detector: str) -> nn.Module:
+    """The loss module of a KD baseline for ``PGDDistiller`` (every method but LD)."""
+    if method == "ld":
+        raise ConfigError(
+            "method 'ld' is MMDetection's KnowledgeDistillationSingleStageDetector with an LDHead, "
+            "not a PGDDistiller: build its model dict with pgd.distill.config.distiller_model_config"
+        )
+    if method not in LOSSES:
+        raise unknown_name("KD baseline", method, LOSSES)
+    params = method_params(method, detector, distill_cfg.get("method_params"))
+    return LOSSES[method](params, student_cfg, teacher_cfg, detector)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _neck(cfg: dict) -> tuple[int, int]:
+    neck = cfg["neck"]
+    return int(neck["out_channels"]), int(neck.get("num_outs", 5))
+
+
+def _gt_boxes(samples, device) -> list[torch.Tensor]:
+    return [s.gt_instances.bboxes.to(device=device, dtype=torch.float32).reshape(-1, 4) for s in samples]
+
+
+def _padded_shape(samples) -> tuple[int, int]:
+    """(h, w) of the padded batch input (DetDataPreprocessor's ``batch_input_shape``)."""
+    meta = samples[0].metainfo
+    shape = meta.get("batch_input_shape", meta.get("pad_shape"))
+    if shape is None:
+        raise RuntimeError("data samples carry no batch_input_shape / pad_shape; run the "
+                           "detector's DetDataPreprocessor first")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_levels(s_maps, t_maps, num_levels: int) -> None:
+    if len(s_maps) != num_levels or len(t_maps) != num_levels:
+        raise RuntimeError(
+            f"captured {len(s_maps)} student and {len(t_maps)} teacher FPN levels, expected "
+            f"{num_levels}: the two detectors must share FPN strides"
+        )
+
+
+def _kaiming(conv: nn.Module) -> None:
+    """The distiller's adapt-conv initialisation (the PGD align convs use the same)."""
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+class BaselineKD(nn.Module):
+    """Common set-up: channels / levels of both necks, parameters, loss naming."""
+
+    method = ""
+
+    def __init__(self, params: dict, student_cfg: dict, teacher_cfg: dict, detector: str):
+        super().__init__()
+        self.params = dict(params)
+        self.detector = detector
+        self.c_s, self.num_levels = _neck(student_cfg)
+        self.c_t, t_levels = _neck(teacher_cfg)
+        if t_levels != self.num_levels:
+            raise ConfigError(f"student FPN has {self.num_levels} levels, teacher {t_levels}; they must match")
+
+    #: attributes holding the student-side adapt convs (one per level)
+    ADAPT: tuple[str, ...] = ()
+
+    def _adapt_convs(self, kernel: int) -> nn.ModuleList:
+        """One ``C_s -> C_t`` conv per level."""
+        return nn.ModuleList(
+            nn.Conv2d(self.c_s, self.c_t, kernel_size=kernel, padding=kernel // 2) for _ in range(self.num_levels)
+        )
+
+    def init_weights(self) -> None:
+        """Called by ``PGDDistiller.init_weights`` instead of its blanket conv init: adapt
+        convs as the distiller initialises its own (Kaiming-uniform, a=1, zero bias); the
+        subclasses reset their blocks as their authors do."""
+        for name in self.ADAPT:
+            for conv in getattr(self, name) or ():
+                _kaiming(conv)
+
+    def _named(self, terms: dict) -> dict[str, torch.Tensor]:
+        return {f"loss_{self.method}_{k}": v for k, v in terms.items()}
+
+
+# ----------------------------------------------------------------------------- FGD
+class FGDKD(BaselineKD):
+    """FGD on the FPN outputs: focal (fg / bg / attention) and global (GcBlock) terms."""
+
+    method = "fgd"
+    ADAPT = ("align",)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        # FGD aligns a narrower student with a 1x1 conv before everything else
+        self.align = self._adapt_convs(1) if self.c_s != self.c_t else None
+        self.gc_s = nn.ModuleList(GcBlock(self.c_t) for _ in range(self.num_levels))
+        self.gc_t = nn.ModuleList(GcBlock(self.c_t) for _ in range(self.num_levels))
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        for block in [*self.gc_s, *self.gc_t]:
+            block.reset_parameters()
+
+    @torch.no_grad()
+    def masks(self, samples, feats) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level ``[N, H, W]`` fg / bg masks; boxes mapped with the padded input shape."""
+        pad_h, pad_w = _padded_shape(samples)
+        boxes = _gt_boxes(samples, feats[0].device)
+        fgs, bgs = [], []
+        for f in feats:
+            H, W = f.shape[-2:]
+            scale = f.new_tensor([W / pad_w, H / pad_h, W / pad_w, H / pad_h], dtype=torch.float32)
+            per_img = [fgd_masks(b * scale, H, W) for b in boxes]
+            fgs.append(torch.stack([m[0] for m in per_img]))
+            bgs.append(torch.stack([m[1] for m in per_img]))
+        return fgs, bgs
+
+    def forward(self, s_feats, t_feats, head_outs, samples, distiller) -> dict[str, torch.Tensor]:
+        _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
+        fs = [self.align[i](f) for i, f in enumerate(s_feats.neck)] if self.align is not None else s_feats.neck
+        fg, bg = self.masks(samples, t_feats.neck)
+        p = self.params
+        terms = fgd_loss_terms(fs, t_feats.neck, fg, bg, self.gc_s, self.gc_t, temp=p["temp"],
+                               alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], lambda_=p["lambda_"])
+        return self._named(terms)
+
+
+# ----------------------------------------------------------------------------- DeFeat
+class DeFeatKD(BaselineKD):
+    """DeFeat on the FPN outputs through a 3x3 adapt conv; GT boxes assigned to one level."""
+
+    method = "defeat"
+    ADAPT = ("adapt",)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.adapt = self._adapt_convs(3)
+
+    @torch.no_grad()
+    def masks(self, samples, feats, strides) -> list[torch.Tensor]:
+        """Per level ``[N, H, W]`` binary fg: the cells of the boxes assigned to that level
+        (box / the level's stride, as DeFeat's code maps them)."""
+        boxes = _gt_boxes(samples, feats[0].device)
+        levels = [fpn_level_by_scale(b, self.num_levels, self.params["finest_scale"]) for b in boxes]
+        out = []
+        for lvl, f in enumerate(feats):
+            H, W = f.shape[-2:]
+            sw, sh = strides[lvl]
+            scale = f.new_tensor([1 / sw, 1 / sh, 1 / sw, 1 / sh], dtype=torch.float32)
+            out.append(torch.stack([
+                box_cells(b[lv == lvl] * scale, H, W).any(dim=0).to(torch.float32)
+                if b.shape[0] else torch.zeros(H, W, device=f.device)
+                for b, lv in zip(boxes, levels)
+            ]))
+        return out
+
+    def forward(self, s_feats, t_feats, head_outs, samples, distiller) -> dict[str, torch.Tensor]:
+        _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
+        strides = [tuple(map(float, s)) for s in distiller.s_adapter.head.prior_generator.strides]
+        masks = self.masks(samples, t_feats.neck, strides)
+        fs = [self.adapt[i](f) for i, f in enumerate(s_feats.neck)]
+        terms = defeat_loss_terms(fs, t_feats.neck, masks, w_fg=self.params["w_fg"], w_bg=self.params["w_bg"])
+        return self._named(terms)
+
+
+# ----------------------------------------------------------------------------- FRS
+class FRSKD(BaselineKD):
+    """FRS: FPN imitation (3x3 adapt) and cls-score BCE, weighted by the teacher's richness.
+
+    The KD terms ramp linearly from 0 over the first ``ramp_iters`` training iterations. The
+    iteration is mmengine's ``MessageHub`` ``iter`` (the Runner's ``RuntimeInfoHook`` sets it
+    before every train iteration and restores it on resume, so the ramp survives resume);
+    outside a Runner (no ``iter`` in the hub) a counter of this module's training forwards is
+    used instead (not saved in checkpoints).
+    """
+
+    method = "frs"
+    ADAPT = ("adapt",)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.adapt = self._adapt_convs(3)
+        self._forwards = 0
+
+    def current_iter(self) -> int:
+        from mmengine.logging import MessageHub
+
+        it = MessageHub.get_current_instance().get_info("iter")
+        return self._forwards if it is None else int(it)
+
+    def ramp(self) -> float:
+        n = int(self.params["ramp_iters"])
+        return 1.0 if n <= 0 else min(1.0, self.current_iter() / n)
+
+    def forward(self, s_feats, t_feats, head_outs, samples, distiller) -> dict[str, torch.Tensor]:
+        _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
+        if s_feats.head is None:
+            raise RuntimeError("FRS needs the student's head outputs; the adapter captured none")
+        s_logits, t_logits = s_feats.head[0], head_outs[0]
+        fs = [self.adapt[i](f) for i, f in enumerate(s_feats.neck)]
+        terms = frs_loss_terms(fs, t_feats.neck, s_logits, t_logits, w_feat=self.params["w_feat"],
+                               w_cls=self.params["w_cls"], ramp=self.ramp())
+        if self.training:
+            self._forwards += 1
+        return self._named(terms)
+
+
+# ----------------------------------------------------------------------------- FGFI
+class FGFIKD(BaselineKD):
+    """FGFI on the FPN outputs through a 3x3 adapt conv, masked near the GTs' best anchors."""
+
+    method = "fgfi"
+    ADAPT = ("adapt",)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.adapt = self._adapt_convs(3)
+
+    @torch.no_grad()
+    def masks(self, samples, feats, adapter) -> list[torch.Tensor]:
+        """Per level ``[N, H, W]``: FGFI's mask from the detector's own anchors."""
+        sizes = [tuple(f.shape[-2:]) for f in feats]
+        priors = adapter.priors(sizes, feats[0].device)
+        if priors.boxes_or_points[0].shape[-1] != 4:
+            raise ConfigError(f"FGFI needs anchor boxes; detector {self.detector!r} has anchor points")
+        anchors = torch.cat(priors.boxes_or_points)
+        per_img = [fgfi_mask(anchors, b, priors.num_anchors, self.params["iou_ratio"]).to(torch.float32)
+                   for b in _gt_boxes(samples, anchors.device)]
+        out = []
+        for lvl, chunks in enumerate(zip(*[torch.split(m, priors.level_sizes) for m in per_img])):
+            h, w = priors.featmap_sizes[lvl]
+            out.append(torch.stack([c.reshape(h, w) for c in chunks]))
+        return out
+
+    def forward(self, s_feats, t_feats, head_outs, samples, distiller) -> dict[str, torch.Tensor]:
+        _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
+        masks = self.masks(samples, t_feats.neck, distiller.s_adapter)
+        fs = [self.adapt[i](f) for i, f in enumerate(s_feats.neck)]
+        return self._named(fgfi_loss_terms(fs, t_feats.neck, masks, weight=self.params["weight"]))
+
+
+# ----------------------------------------------------------------------------- FKD
+class FKDKD(BaselineKD):
+    """FKD on the FPN outputs: attention-masked imitation, attention transfer, relation."""
+
+    method = "fkd"
+    ADAPT = ("adapt", "nl_adapt")
+
+    # FKD's code for 256-channel FPNs: non-local blocks with 64 inner channels pooled by 8 and
+    # 4 on the two finest levels, C/2 pooled by 2 elsewhere; here 64 = C/4 so it scales with C.
+    NL_STRIDES = (8, 4, 2, 2, 2)
+    NL_INNER_DIV = (4, 4, 2, 2, 2)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        L = self.num_levels
+        stride = [self.NL_STRIDES[min(i, 4)] for i in range(L)]
+        div = [self.NL_INNER_DIV[min(i, 4)] for i in range(L)]
+        self.adapt = self._adapt_convs(1)
+        self.nl_adapt = self._adapt_convs(1)
+        self.channel_adapt = nn.ModuleList(nn.Linear(self.c_s, self.c_t) for _ in range(L))
+        self.spatial_adapt = nn.ModuleList(nn.Conv2d(1, 1, kernel_size=3, padding=1) for _ in range(L))
+        self.nl_s = nn.ModuleList(NonLocalBlock(self.c_s, self.c_s // div[i], stride[i]) for i in range(L))
+        self.nl_t = nn.ModuleList(NonLocalBlock(self.c_t, self.c_t // div[i], stride[i]) for i in range(L))
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        for block in [*self.nl_s, *self.nl_t]:
+            block.reset_parameters()
+
+    def forward(self, s_feats, t_feats, head_outs, samples, distiller) -> dict[str, torch.Tensor]:
+        _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
+        p = self.params
+        terms = fkd_loss_terms(
+            s_feats.neck, t_feats.neck, adapt=self.adapt, channel_adapt=self.channel_adapt,
+            spatial_adapt=self.spatial_adapt, nl_s=self.nl_s, nl_t=self.nl_t, nl_adapt=self.nl_adapt,
+            temp=p["temp"], w_feat=p["w_feat"], w_channel=p["w_channel"], w_spatial=p["w_spatial"],
+            w_relation=p["w_relation"],
+        )
+        return self._named(terms)
+
+
+LOSSES: dict[str, type[BaselineKD]] = {"fgd": FGDKD, "defeat": DeFeatKD, "frs": FRSKD, "fgfi": FGFIKD, "fkd": FKDKD}

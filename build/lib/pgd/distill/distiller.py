@@ -1,0 +1,192 @@
+"""``PGDDistiller``: a student dense detector trained with a frozen teacher's guidance.
+
+Registered in mmdet's MODELS, so an ordinary mmdet/mmengine config trains it::
+
+    model = dict(type='PGDDistiller', detector='atss', student=<atss model dict>,
+                 teacher=<atss model dict>, teacher_checkpoint='teacher.pth',
+                 distill=dict(method='pgd', strategy='pgw', alpha=0.08, ...))
+
+The teacher is frozen (no gradient, eval mode whatever ``train()`` is called with) and its
+weights are not saved in the distiller's checkpoints (they come from ``teacher_checkpoint``).
+Inference (``predict``) is the student's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from mmdet.models.detectors.base import BaseDetector
+from mmdet.registry import MODELS
+from mmengine.logging import MMLogger
+from torch import nn
+
+from pgd.distill.adapters import make_adapter
+from pgd.distill.masks import pgd_masks
+from pgd.distill.pgd_loss import PGDLoss
+from pgd.errors import ConfigError
+
+
+def _channels(model_cfg: dict, branch: str) -> int:
+    if branch == "neck":
+        return int(model_cfg["neck"]["out_channels"])
+    return int(model_cfg["bbox_head"].get("feat_channels", model_cfg["bbox_head"].get("in_channels")))
+
+
+@MODELS.register_module()
+class PGDDistiller(BaseDetector):
+    def __init__(self, detector: str, student: dict, teacher: dict, distill: dict,
+                 teacher_checkpoint: str | None = None, data_preprocessor=None, init_cfg=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.detector_name = detector
+        self.distill_cfg = dict(distill)
+        self.teacher_checkpoint = teacher_checkpoint
+        self.student = MODELS.build(student)
+        self.teacher = MODELS.build(teacher)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.s_adapter = make_adapter(detector, self.student)
+        self.t_adapter = make_adapter(detector, self.teacher)
+        align = nn.ModuleDict()
+        for branch in self.distill_cfg["branches"]:
+            cs, ct = _channels(student, branch), _channels(teacher, branch)
+            if cs != ct:
+                for lvl in range(len(self.distill_cfg["level_weights"])):
+                    align[f"{branch}_{lvl}"] = nn.Conv2d(cs, ct, 1)
+        method = self.distill_cfg.get("method", "pgd")
+        if method != "pgd":
+            from pgd.distill.baselines import build_baseline
+
+            self.kd = build_baseline(method, self.distill_cfg, student, teacher, detector)
+        else:
+            self.kd = PGDLoss(self.distill_cfg, align)
+        self._renorm = self._renorm_params(student.get("data_preprocessor"), teacher.get("data_preprocessor"))
+        self._register_state_dict_hook(_drop_teacher_keys)
+        self._register_load_state_dict_pre_hook(self._keep_teacher_on_load)
+
+    # ------------------------------------------------------------------ set-up
+    def _keep_teacher_on_load(self, state_dict, prefix, *args):
+        """Checkpoints hold no teacher: loading one keeps the teacher's current weights."""
+        for key, value in self.teacher.state_dict().items():
+            state_dict.setdefault(f"{prefix}teacher.{key}", value)
+
+    @staticmethod
+    def _renorm_params(s_pre, t_pre):
+        """Student-normalised inputs -> teacher-normalised, when the two preprocessors differ."""
+        if not s_pre or not t_pre:
+            return None
+        keys = ("mean", "std", "bgr_to_rgb")
+        if all(s_pre.get(k) == t_pre.get(k) for k in keys):
+            return None
+        return dict(
+            s_mean=torch.tensor(s_pre["mean"]).view(1, -1, 1, 1),
+            s_std=torch.tensor(s_pre["std"]).view(1, -1, 1, 1),
+            t_mean=torch.tensor(t_pre["mean"]).view(1, -1, 1, 1),
+            t_std=torch.tensor(t_pre["std"]).view(1, -1, 1, 1),
+            flip=bool(s_pre.get("bgr_to_rgb")) != bool(t_pre.get("bgr_to_rgb")),
+        )
+
+    def init_weights(self):
+        logger = MMLogger.get_current_instance()
+        self.student.init_weights()
+        if callable(getattr(self.kd, "init_weights", None)):  # KD baselines: each its authors' init
+            self.kd.init_weights()
+        else:
+            for m in self.kd.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_uniform_(m.weight, a=1)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        if self.teacher_checkpoint:
+            from mmengine.runner import load_checkpoint
+
+            load_checkpoint(self.teacher, self.teacher_checkpoint, map_location="cpu", strict=True,
+                            logger=logger, revise_keys=[(r"^module\.", ""), (r"^student\.", "")])
+            logger.info(f"teacher weights loaded from {self.teacher_checkpoint}")
+        else:
+            self.teacher.init_weights()
+            logger.warning("the teacher has random weights (allow_random_teacher): tests/benchmarks only")
+        if self.distill_cfg.get("inherit_teacher_neck_head"):
+            self._inherit_neck_head(logger)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+
+    def _inherit_neck_head(self, logger) -> None:
+        """Copy the teacher's neck and head tensors into the student where names and shapes
+        match (the released recipe; a narrower student inherits nothing it cannot hold)."""
+        t_state = self.teacher.state_dict()
+        copied = skipped = 0
+        with torch.no_grad():
+            for name, tensor in self.student.state_dict().items():
+                if not name.startswith(("neck.", "bbox_head.")):
+                    continue
+                src = t_state.get(name)
+                if src is not None and src.shape == tensor.shape:
+                    tensor.copy_(src)
+                    copied += 1
+                else:
+                    skipped += 1
+        logger.log(logging.INFO, f"student inherited {copied} neck/head tensors from the teacher "
+                                 f"({skipped} did not match in shape)")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # always: frozen BN statistics, eval-mode decoding
+        return self
+
+    # ------------------------------------------------------------------ forward paths
+    def extract_feat(self, batch_inputs):
+        return self.student.extract_feat(batch_inputs)
+
+    def _forward(self, batch_inputs, batch_data_samples=None):
+        return self.student._forward(batch_inputs, batch_data_samples)
+
+    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
+        return self.student.predict(batch_inputs, batch_data_samples, rescale=rescale)
+
+    def teacher_inputs(self, batch_inputs, batch_data_samples):
+        r = self._renorm
+        if r is None:
+            return batch_inputs
+        dev = batch_inputs.device
+        raw = batch_inputs * r["s_std"].to(dev) + r["s_mean"].to(dev)
+        if r["flip"]:
+            raw = raw.flip(1)
+        x = (raw - r["t_mean"].to(dev)) / r["t_std"].to(dev)
+        pad = torch.zeros_like(x[:, :1])
+        for i, sample in enumerate(batch_data_samples):  # padding stays 0, as the preprocessor pads
+            h, w = sample.metainfo["img_shape"][:2]
+            pad[i, :, :h, :w] = 1
+        return x * pad
+
+    def teacher_forward(self, batch_inputs, batch_data_samples):
+        """Teacher neck features, captured tower features and head outputs (no grad)."""
+        with torch.no_grad(), self.t_adapter.capture() as feats:
+            x = self.teacher.extract_feat(self.teacher_inputs(batch_inputs, batch_data_samples))
+            head_outs = self.teacher.bbox_head(x)
+        return feats, head_outs
+
+    def loss(self, batch_inputs, batch_data_samples):
+        if self.teacher.training:
+            raise RuntimeError("the teacher must stay in eval mode")
+        with self.s_adapter.capture() as s_feats:
+            losses = self.student.loss(batch_inputs, batch_data_samples)
+        t_feats, head_outs = self.teacher_forward(batch_inputs, batch_data_samples)
+        if isinstance(self.kd, PGDLoss):
+            gts = [s.gt_instances for s in batch_data_samples]
+            masks = pgd_masks(self.t_adapter, head_outs, [g.bboxes for g in gts],
+                              [g.labels for g in gts], self.distill_cfg)
+            kd_losses = self.kd(s_feats, t_feats, masks)
+        else:
+            kd_losses = self.kd(s_feats, t_feats, head_outs, batch_data_samples, self)
+        overlap = set(kd_losses) & set(losses)
+        if overlap:
+            raise ConfigError(f"distillation loss names clash with the detector's: {sorted(overlap)}")
+        losses.update(kd_losses)
+        return losses
+
+
+def _drop_teacher_keys(module, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + "teacher.")]:
+        del state_dict[key]
+    return state_dict

@@ -1,0 +1,1 @@
+"""Reporting: metric tables (text/Markdown), paper-style comparison tables, plots."""

@@ -1,0 +1,62 @@
+"""The end of every sweep (and ``pipelines/report.py``): the paper-style table from MLflow,
+written as Markdown (printed), CSV and Parquet, logged to the sweep's parent run, and the
+best configuration exported as YAML."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from pgd.reporting.tables import best_run, paper_table, runs_frame, write_outputs
+
+
+def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id: str | None,
+                 out_dir: str | Path, quiet: bool = False) -> dict:
+    from pgd.sweep.tracking import client
+
+    df = runs_frame(tracking_uri, spec.name, sweep_id)
+    rep = spec.report
+    table = paper_table(df, list(rep.rows), dict(rep.baseline), list(rep.columns))
+    title = rep.title or f"{spec.name}: {spec.description}".rstrip(": ")
+    paths = write_outputs(table, out_dir, title)
+    best = best_run(df, spec.metric, spec.mode) if not df.empty else None
+    best_path = None
+    c = client(tracking_uri)
+    if best is not None:
+        resolved = _download_resolved(c, best["run_id"])
+        best_path = Path(out_dir) / "best_config.yaml"
+        best_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        paths["best_config"] = str(best_path)
+    if parent_run_id:
+        for p in paths.values():
+            c.log_artifact(parent_run_id, p, "report")
+        if best is not None:
+            c.set_tag(parent_run_id, "pgd.best_run", best["run_id"])
+    failed = df[df["status"] == "FAILED"] if not df.empty else df
+    md = table.markdown(title)
+    if not quiet:
+        print("\n" + md + "\n", flush=True)
+        if not failed.empty:
+            print("failed trials:")
+            for _, r in failed.iterrows():
+                print(f"  {r['run_name']}: {r.get('error')}")
+        if best is not None:
+            print(f"best {spec.metric}: {best[spec.metric]:.1f} ({best['run_name']}); config: {best_path}")
+        print(f"tables: {paths['markdown']}, {paths['csv']}, {paths['parquet']}")
+        mlflow_bin = Path(sys.executable).with_name("mlflow")
+        print(f"open the record: {mlflow_bin} ui --backend-store-uri {tracking_uri} --port 5000  "
+              "(then http://127.0.0.1:5000)")
+    return dict(table=table, markdown=md, paths=paths, runs=df)
+
+
+def _download_resolved(c, run_id: str) -> dict:
+    import os
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = c.download_artifacts(run_id, "resolved_config.yaml", tmp)
+        return yaml.safe_load(Path(local).read_text())

@@ -1,0 +1,68 @@
+"""mmengine hook that reports each evaluation to Ray Train (-> Tune), with a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+
+CHECKPOINT_FILE = "checkpoint.pth"
+
+
+@HOOKS.register_module()
+class RayReportHook(Hook):
+    """After every evaluation, every rank calls ``ray.train.report`` (a barrier) with the
+    epoch, the COCO metrics and the epoch's mean losses; rank 0 attaches the epoch's
+    mmengine checkpoint (model, optimizer, schedulers, message hub) so that a restarted
+    trial resumes from it."""
+
+    priority = "LOWEST"  # after the checkpoint hook saved this epoch
+
+    def __init__(self, extra_files: tuple = ("run_config.yaml", "metrics.jsonl"), latency_images: int = 0):
+        self.extra_files = extra_files
+        self.latency_images = latency_images
+        self._latency: float | None = None
+
+    def after_val_epoch(self, runner, metrics=None):
+        import ray.train
+
+        from pgd.integration.hooks import EpochSummaryHook
+
+        summary = next((h for h in runner.hooks if isinstance(h, EpochSummaryHook)), None)
+        epoch = summary.epochs_done if summary else runner.epoch
+        report = {"epoch": int(epoch)}
+        report.update({k.split("/")[-1]: float(v) for k, v in (metrics or {}).items()})
+        if summary:
+            report.update({f"train/{k}": float(v) for k, v in summary.last_losses.items()})
+        rank0 = ray.train.get_context().get_world_rank() == 0
+        if self.latency_images > 0 and rank0:
+            # latency depends on the architecture, not the weights: measured once, then sent
+            # with every report (Tune requires every objective in every result)
+            if self._latency is None:
+                from pgd.training.latency import measure_latency
+
+                self._latency = measure_latency(runner, self.latency_images)
+            report["latency_ms"] = self._latency
+        ckpt_file = Path(runner.work_dir) / f"epoch_{epoch}.pth"
+        if rank0 and ckpt_file.is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                _link_or_copy(ckpt_file, Path(tmp) / CHECKPOINT_FILE)
+                for name in self.extra_files:
+                    src = Path(runner.work_dir) / name
+                    if src.is_file():
+                        shutil.copy2(src, Path(tmp) / name)
+                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"epoch_{epoch:04d}")
+        else:
+            ray.train.report(report)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

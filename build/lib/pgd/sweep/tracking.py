@@ -1,0 +1,245 @@
+"""MLflow as the sweep's record. The sweep driver is the only writer.
+
+One parent run per sweep (space file, git commit, tags) and one nested child run per trial
+(flattened params, per-epoch losses and metrics, final metrics, resolved config, best
+checkpoint, duration, device). Ray's stock ``MLflowLoggerCallback`` creates a new run when a
+trial is restored and logs Ray's own bookkeeping keys; this callback finds a trial's run by
+its ``pgd.trial_id`` tag (one run per trial id, always, across restores) and logs only real
+metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+from pgd.paths import home
+
+TAG_SWEEP = "pgd.sweep_id"
+TAG_TRIAL = "pgd.trial_id"
+TAG_ROLE = "pgd.role"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_LOGGED = "pgd.setup_logged"  # params + resolved config are in (a run may be created then killed)
+# what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
+METRIC_KEYS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "MR", "JI", "AP_crowdhuman", "latency_ms")
+METRIC_PREFIXES = ("train/",)
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(c, name: str, artifact_root: str | None) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if artifact_root:
+        location = Path(artifact_root, name).resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def find_run(c, experiment_id: str, tags: dict):
+    filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = c.search_runs([experiment_id], filter_string=filt, max_results=5)
+    return runs[0] if runs else None
+
+
+def parent_run(c, experiment_id: str, sweep_id: str, *, space_text: str, space_name: str,
+               project_dir: Path, extra_tags: dict | None = None):
+    """The sweep's parent run, created once and reopened on resume."""
+    run = find_run(c, experiment_id, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"})
+    if run is None:
+        tags = {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep", "mlflow.runName": sweep_id,
+                "pgd.space": space_name}
+        commit = git_commit(project_dir)
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        tags.update(extra_tags or {})
+        run = c.create_run(experiment_id, tags=tags, run_name=sweep_id)
+        c.log_text(run.info.run_id, space_text, f"space/{space_name}.yaml")
+    elif run.info.status != "RUNNING":
+        c.update_run(run.info.run_id, status="RUNNING")
+    return run.info.run_id
+
+
+def log_params(c, run_id: str, params: dict) -> None:
+    """All params, in batches of MLflow's limit of 100 per call."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i:i + 100])
+
+
+def is_metric(key: str, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return key in METRIC_KEYS or key.startswith(METRIC_PREFIXES)
+
+
+def _finite(v: float) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+class MLflowSweepCallback(Callback):
+    """Tune callback: one nested MLflow run per trial id, restore-safe."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
+                 describe_trial, sweep_dir: str, role: str = "trial"):
+        self.sweep_dir = sweep_dir
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep_id = sweep_id
+        self.describe_trial = describe_trial  # trial config -> (name, params, resolved config, tags)
+        self.role = role
+        self._client = None
+        self._runs: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+
+    def __getstate__(self):  # Tune pickles callbacks with its experiment state
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    # -------------------------------------------------------------- run lookup
+    def run_id(self, trial) -> str:
+        tid = trial.trial_id
+        if tid in self._runs:
+            return self._runs[tid]
+        existing = find_run(self.client, self.experiment_id, {TAG_SWEEP: self.sweep_id, TAG_TRIAL: tid})
+        name, params, resolved, tags = self.describe_trial(trial.config)
+        if existing is not None:
+            rid = existing.info.run_id
+            if existing.info.status != "RUNNING":
+                self.client.update_run(rid, status="RUNNING")
+            complete = existing.data.tags.get(TAG_LOGGED) == "1"
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={TAG_SWEEP: self.sweep_id, TAG_TRIAL: tid, TAG_ROLE: self.role,
+                      TAG_PARENT: self.parent_run_id, **{k: str(v) for k, v in tags.items()}},
+            )
+            rid, complete = run.info.run_id, False
+        if not complete:  # also when a killed driver created the run but logged nothing more
+            log_params(self.client, rid, params)
+            self.client.log_dict(rid, resolved, "resolved_config.yaml")
+            self.client.set_tag(rid, TAG_LOGGED, "1")
+        self._runs[tid] = rid
+        return rid
+
+    # -------------------------------------------------------------- Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        rid = self.run_id(trial)
+        self._started.setdefault(trial.trial_id, time.time())
+        import platform
+
+        self.client.set_tag(rid, "pgd.host", platform.node())
+        self.client.set_tag(rid, "pgd.work_dir", str(Path(self.sweep_dir, "trials", trial.trial_id, "work")))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+
+        rid = self.run_id(trial)
+        step = int(result.get("epoch", 0) or 0)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k.replace("/", "."), float(v), now, step)
+                   for k, v in result.items() if is_metric(k, v) and _finite(float(v))]
+        if metrics:
+            self.client.log_batch(rid, metrics=metrics)
+        if result.get("final"):
+            self.client.set_tag(rid, "pgd.final_epoch", step)
+        for key, tag in (("checkpoint_path", "pgd.checkpoint"), ("best_checkpoint", "pgd.best_checkpoint"),
+                         ("device", "pgd.device"), ("world_size", "pgd.world_size")):
+            if result.get(key):
+                self.client.set_tag(rid, tag, str(result[key]))
+
+    def _close(self, trial, status: str, reason: str | None = None):
+        rid = self.run_id(trial)
+        started = self._started.get(trial.trial_id)
+        tags = {}
+        if reason:
+            tags["pgd.error"] = reason[:4000]
+        if started:
+            tags["pgd.duration_s"] = f"{time.time() - started:.1f}"
+        for k, v in tags.items():
+            self.client.set_tag(rid, k, v)
+        self.client.set_terminated(rid, status=status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED", reason=trial_error(trial))
+
+    def on_experiment_end(self, trials, **info):
+        """Reconcile: no child run of a terminated trial stays RUNNING."""
+        for trial in trials:
+            status = getattr(trial, "status", None)
+            if status == "TERMINATED":
+                self._ensure_status(trial, "FINISHED")
+            elif status == "ERROR":
+                self._ensure_status(trial, "FAILED", trial_error(trial))
+
+    def _ensure_status(self, trial, status, reason=None):
+        rid = self.run_id(trial)
+        if self.client.get_run(rid).info.status == "RUNNING":
+            self._close(trial, status, reason)
+
+
+def trial_error(trial) -> str:
+    """The reason a trial failed, from Tune's error file (first line of our TrialFailed)."""
+    path = getattr(trial, "error_file", None)
+    text = ""
+    if path and Path(path).is_file():
+        text = Path(path).read_text(errors="replace")
+    for line in text.splitlines():
+        if "TrialFailed:" in line:
+            return line.split("TrialFailed:", 1)[1].strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else "trial failed (no error file)")[:2000]
+
+
+def log_json_artifact(c, run_id: str, obj, path: str) -> None:
+    c.log_text(run_id, json.dumps(obj, indent=2, default=str), path)

@@ -1,0 +1,155 @@
+"""One trial: a thin Tune function that runs a Ray Train ``TorchTrainer`` (Train V2; a
+trainer cannot be handed to ``Tuner`` on Ray 2.60), whose workers run the platform's training
+pipeline under DDP (gloo on CPU, nccl on GPU).
+
+Metrics flow worker -> ``ray.train.report`` -> ``TuneReportCallback`` -> Tune. The Train run
+is named after the Tune trial id under ``<sweep>/train``: a trial restarted with the same
+storage path and name resumes from its last reported checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+TEACHER = "teacher"
+TRIAL = "trial"
+
+
+@dataclass
+class SweepContext:
+    """What every trial of a sweep needs besides its own overrides (picklable)."""
+
+    name: str
+    sweep_dir: str  # absolute
+    home: str  # absolute PGD_HOME for the workers
+    space: dict  # the SpaceSpec as a dict
+    teacher_checkpoints: dict  # teacher model name -> checkpoint path
+    latency_images: int = 10
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The most useful line of a Train failure: our own error when there is one."""
+    text = str(exc)
+    for pattern in (r"(DivergenceError: [^\n]+)", r"((?:ConfigError|AnnotationError): [^\n]+)"):
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    errs = [ln.strip() for ln in lines if re.match(r"^\s*\w+(Error|Exception)\b", ln)]
+    return (errs[-1] if errs else (lines[-1] if lines else type(exc).__name__))[:500]
+
+
+class TrialFailed(RuntimeError):
+    """A trial's training failed; the message is the reason, recorded in MLflow."""
+
+
+def trial_fn(config: dict, ctx: SweepContext) -> None:
+    """The Tune trainable (function API)."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pgd.configs import from_dict
+    from pgd.sweep.space import ResourcesSpec, SpaceSpec, teacher_model_name, trial_run_config
+
+    spec = from_dict(SpaceSpec, ctx.space, "space")
+    overrides = dict(config.get("trial", config))
+    role = overrides.pop("_role", TRIAL)
+    res = from_dict(ResourcesSpec, overrides.pop("_resources"), "resources") if "_resources" in overrides \
+        else spec.resources
+    trial_id = tune.get_context().get_trial_id()
+    if role == TEACHER:
+        run = dict(overrides.pop("_run"))
+        teacher_out = overrides.pop("_teacher_dir")
+    else:
+        ckpt = None
+        if overrides.get("method", "pgd" if spec.base.get("distill") else "student") != "student":
+            ckpt = ctx.teacher_checkpoints.get(teacher_model_name(spec, overrides))
+        run = trial_run_config(spec, overrides, teacher_checkpoint=ckpt)
+        teacher_out = None
+    run["work_dir"] = str(Path(ctx.sweep_dir) / "trials" / trial_id / "work")
+    run.setdefault("latency_images", ctx.latency_images)
+    use_gpu = res.gpus_per_worker > 0
+    per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=dict(run=run, role=role, teacher_out=teacher_out, home=ctx.home,
+                               cpus_per_worker=res.cpus_per_worker),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=trial_id,
+            storage_path=str(Path(ctx.sweep_dir) / "train"),
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=0),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # noqa: BLE001 - re-raised with the reason Tune and MLflow record
+        raise TrialFailed(_short_reason(exc)) from None
+
+
+def train_worker(cfg: dict) -> None:
+    """Runs in every Ray Train worker: the platform's training pipeline, reporting to Ray."""
+    import ray.train
+    import torch
+
+    os.environ["PGD_HOME"] = cfg["home"]
+    threads = max(1, round(cfg.get("cpus_per_worker") or 1))  # Ray's CPUs are logical: match them
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        torch.cuda.set_device(ray.train.torch.get_device())
+    import pgd.sweep.ray_hook  # noqa: F401  (registers RayReportHook)
+    from pgd.training.runconfig import run_config
+    from pgd.training.trainer import train
+
+    ctx = ray.train.get_context()
+    world = ctx.get_world_size()
+    run = run_config(cfg["run"])
+    work_dir = Path(run.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            src = Path(d) / "checkpoint.pth"
+            if src.is_file():
+                resume_from = str(work_dir / f"ray_resume_rank{ctx.get_world_rank()}.pth")
+                shutil.copy2(src, resume_from)
+    hook = dict(type="RayReportHook", latency_images=run.latency_images)
+    result = train(run, launcher="pytorch" if world > 1 else "none", world_size=world,
+                   extra_hooks=[hook], resume_from=resume_from)
+    final = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    final["epoch"] = int(result.get("epochs", 0))
+    final["final"] = 1  # the closing report: final metrics (+ latency)
+    final["best_checkpoint"] = str(result.get("best_checkpoint") or "")
+    final["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    final["world_size"] = world
+    if ctx.get_world_rank() == 0 and cfg.get("teacher_out"):
+        _publish_teacher(result, work_dir, Path(cfg["teacher_out"]))
+    ray.train.report(final)
+
+
+def _publish_teacher(result: dict, work_dir: Path, out: Path) -> None:
+    """Copy the teacher's best checkpoint + metrics into the teacher cache, atomically."""
+    best = result.get("best_checkpoint") or str(sorted(work_dir.glob("epoch_*.pth"))[-1])
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy2(best, tmp / "teacher.pth")
+    shutil.copy2(work_dir / "run_config.yaml", tmp / "run_config.yaml")
+    (tmp / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
