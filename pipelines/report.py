@@ -21,17 +21,17 @@ from _cli import run_main  # noqa: E402
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", required=True, help="the sweep's space file (rows, baseline, metric)")
-    p.add_argument("--name", help="sweep name (default: the space's name)")
+    p.add_argument("--name", help="sweep id (default: the one pipelines/sweep.py derives from the space file)")
     p.add_argument("--tracking-uri")
     p.add_argument("--out", help="output folder (default: <home>/sweeps/<name>/report)")
     args = p.parse_args(argv)
     from pgd.paths import home
     from pgd.reporting.report import report_sweep
-    from pgd.sweep.space import load_space
+    from pgd.sweep.space import load_space, sweep_id
     from pgd.sweep.tracking import TAG_ROLE, TAG_SWEEP, client, default_tracking_uri, find_run
 
-    spec, _ = load_space(args.space)
-    name = args.name or spec.name
+    spec, text = load_space(args.space)
+    name = args.name or sweep_id(spec, text)
     uri = args.tracking_uri or default_tracking_uri()
     c = client(uri)
     exp = c.get_experiment_by_name(spec.name)

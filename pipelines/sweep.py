@@ -8,8 +8,9 @@ Laptop (embedded defaults: local Ray, MLflow in <home>/mlflow.db, built-in shape
 Cluster:
     ray job submit --working-dir . --runtime-env-json '{"env_vars": {"PGD_HOME": "/shared/pgd"}}' \\
         -- python pipelines/sweep.py --space search_spaces/table5.yaml --tracking-uri http://mlflow:5000
-A sweep is named by its space (or --name); running it again resumes it (finished trials are
-not rerun); --fresh starts a new one beside it.
+A sweep is identified by its space's name and the hash of the space file (or --name): running
+the same file again resumes it (finished trials are not rerun), an edited file starts a new
+sweep, --fresh starts a new one beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.y
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default=str(DEFAULT_SPACE), help="search space YAML (default: smoke.yaml)")
-    p.add_argument("--name", help="sweep name (default: the space's name); same name = resume")
+    p.add_argument("--name", help="sweep id (default: <space name>-<hash of the space file>); "
+                                  "same id = resume")
     p.add_argument("--home", help="platform home for data, caches, sweeps, mlflow.db (default: $PGD_HOME "
                                   "or the project folder)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
@@ -52,9 +54,9 @@ def main(argv=None) -> int:
     space = str(Path(args.space).expanduser().resolve())
     name = args.name
     if args.fresh:
-        from pgd.sweep.space import load_space
+        from pgd.sweep.space import load_space, sweep_id
 
-        name = f"{name or load_space(space)[0].name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = f"{name or sweep_id(*load_space(space))}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_sweep(space, name=name, tracking_uri=args.tracking_uri, address=args.address,
               resume="always" if args.resume else "auto", dry_run=args.dry_run)
     return 0

@@ -191,7 +191,8 @@ def test_optuna_multi_objective_with_persistent_study(home, tmp_path):
         report: {rows: [detector, method, schedule.base_lr]}
     """, name="o")
     run_sweep(str(p))
-    study = optuna.load_study(study_name="o", storage=f"sqlite:///{home / 'sweeps' / 'o' / 'optuna.db'}")
+    (sweep_dir,) = (home / "sweeps").glob("o-*")
+    study = optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2 and all(len(t.values) == 2 for t in done)
     assert all(0.005 <= t.params["schedule.base_lr"] <= 0.04 for t in done)
@@ -229,4 +230,5 @@ def test_main_job_smoke_sweep(home):
     assert out.returncode == 0, text[-3000:]
     assert "| atss | teacher | 1 |" in text and "| atss | student | 1 |" in text and "| atss | pgd | 1 |" in text
     assert "mlflow ui --backend-store-uri sqlite:///" in text
-    assert (home / "sweeps" / "smoke" / "report" / "table.parquet").is_file()
+    (sweep_dir,) = (home / "sweeps").glob("smoke-*")
+    assert (sweep_dir / "report" / "table.parquet").is_file()

@@ -158,3 +158,15 @@ def test_dry_run_prints_trials_and_resources(tmp_path, capsys):
     assert "2 trial(s):" in text and "student_seed=0" in text and "pgd_seed=0" in text
     assert "resources per trial: 0.125 driver CPU + 1 worker(s) x (0.875 CPU, 0 GPU)" in text
     assert "concurrency:" in text
+    assert out["sweep_id"].startswith("smoke-") and len(out["sweep_id"]) == len("smoke-") + 8
+    assert f"sweep id: {out['sweep_id']}" in text
+
+
+def test_sweep_id_follows_the_space_file(tmp_path):
+    from pgd.sweep.space import sweep_id
+
+    a = write(tmp_path, "grid: {method: [student, pgd]}")
+    ida = sweep_id(*load_space(a))
+    assert ida == sweep_id(*load_space(a))  # same file: same sweep (resume)
+    b = write(tmp_path, "grid: {method: [student, pgd, fgd]}")
+    assert sweep_id(*load_space(b)) != ida and sweep_id(*load_space(b)).startswith("t-")

@@ -29,6 +29,9 @@ from pgd.sweep.space import (
     trial_name,
     trial_run_config,
 )
+from pgd.sweep.space import (
+    sweep_id as default_sweep_id,
+)
 
 log = logging.getLogger("pgd.sweep")
 
@@ -193,7 +196,7 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
     from pgd.sweep.trial import SweepContext
 
     spec, text = load_space(space_path)
-    sweep_id = name or spec.name
+    sweep_id = name or default_sweep_id(spec, text)
     trials = expand_grid(spec) if spec.searcher.type == "grid" else None
     teachers = teacher_plan(spec, needed_teachers(spec, trials))
     local_cpus = None if (address or os.environ.get("RAY_ADDRESS")) else float(spec.resources.num_cpus or os.cpu_count() or 1)
@@ -206,7 +209,8 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         conc.reason = f"does not fit this machine ({exc}); run it on a cluster"
     if dry_run:
         print(describe_plan(spec, trials, teachers, conc))
-        return {"dry_run": True, "trials": trials}
+        print(f"sweep id: {sweep_id} (folder {home() / 'sweeps' / sweep_id})")
+        return {"dry_run": True, "trials": trials, "sweep_id": sweep_id}
 
     sweep_dir = home() / "sweeps" / sweep_id
     if resume == "never" and sweep_dir.exists():

@@ -402,6 +402,12 @@ def teacher_run_config(spec: SpaceSpec, teacher_model: str) -> dict:
     return merge(run, spec.teacher.train or {})
 
 
+def sweep_id(spec: SpaceSpec, text: str) -> str:
+    """A sweep's identity: the space's name and the hash of the space file, so running the
+    same file again resumes its sweep and an edited file starts a new one."""
+    return f"{spec.name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def config_hash(run: dict) -> str:
     """Stable hash of what determines a trained model (paths of outputs excluded)."""
     from pgd.training.runconfig import run_config
