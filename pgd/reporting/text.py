@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-COCO_COLUMNS = ("AP", "AP50", "AP75", "APS", "APM", "APL")
+from pgd.evaluation.coco import KEYS as COCO_COLUMNS
 
 
 def fmt(value) -> str:

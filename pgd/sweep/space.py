@@ -41,12 +41,13 @@ import yaml
 
 from pgd.configs import from_dict, merge, set_dotted, to_dict
 from pgd.errors import ConfigError, check_range, unknown_name
+from pgd.evaluation.coco import KEYS as COCO_KEYS
 
 VIRTUAL_KEYS = ("method", "detector")
 METHODS = ("student", "pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld")
 DIST_TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "gp", "grid")
-METRICS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "MR", "JI", "latency_ms")
+METRICS = (*COCO_KEYS, "MR", "JI", "latency_ms")  # objectives a trial reports
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from pgd.evaluation.coco import KEYS as COCO_KEYS
 from pgd.paths import home
 
 TAG_SWEEP = "pgd.sweep_id"
@@ -27,7 +28,7 @@ TAG_ROLE = "pgd.role"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_LOGGED = "pgd.setup_logged"  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
-METRIC_KEYS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "MR", "JI", "AP_crowdhuman", "latency_ms")
+METRIC_KEYS = (*COCO_KEYS, "MR", "JI", "AP_crowdhuman", "latency_ms")
 METRIC_PREFIXES = ("train/",)
 
 

@@ -15,7 +15,6 @@ from pgd.training.build import build_config
 from pgd.training.data import resolve_data
 from pgd.training.runconfig import RunConfig, run_config
 
-METRIC_KEYS = ("AP", "AP50", "AP75", "APS", "APM", "APL")
 log = logging.getLogger(__name__)
 
 

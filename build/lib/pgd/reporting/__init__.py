@@ -1,1 +1,0 @@
-"""Reporting: metric tables (text/Markdown), paper-style comparison tables, plots."""

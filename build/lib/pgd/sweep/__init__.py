@@ -1,1 +1,0 @@
-"""Sweeps: space files -> Ray Tune (grid / Optuna, ASHA) over Ray Train trials -> MLflow."""
