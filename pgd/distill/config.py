@@ -108,6 +108,8 @@ def resolve_defaults(cfg: DistillConfig, student_detector: str, data_kind: str =
     out["k"] = k
     out["k_cls"] = k if cfg.k_cls is None else cfg.k_cls
     out["k_reg"] = k if cfg.k_reg is None else cfg.k_reg
+    if cfg.inherit_teacher_neck_head is None:  # mmdet's LD detector cannot inherit
+        out["inherit_teacher_neck_head"] = cfg.method != "ld"
     if cfg.method != "pgd":  # a KD baseline: its detector's defaults updated with method_params
         from pgd.distill.baselines import method_params
 
@@ -155,8 +157,6 @@ def distiller_config(student_name: str, num_classes: int, distill: dict | Distil
             "distils a detector into the same detector with a smaller backbone"
         )
     resolved = resolve_defaults(cfg, s_det, data_kind)
-    if resolved["inherit_teacher_neck_head"] is None:
-        resolved["inherit_teacher_neck_head"] = cfg.method != "ld"
     ckpt = str(resolve(cfg.teacher_checkpoint)) if cfg.teacher_checkpoint else None
     if ckpt is not None and not Path(ckpt).is_file():
         raise ConfigError(f"distill.teacher_checkpoint {ckpt!r} does not exist")

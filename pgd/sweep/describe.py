@@ -16,7 +16,12 @@ class TrialDescriber:
 
     def __call__(self, config: dict):
         from pgd.distill.config import distill_config, resolve_defaults
-        from pgd.sweep.space import SpaceSpec, teacher_model_name, trial_name, trial_run_config
+        from pgd.sweep.space import (
+            SpaceSpec,
+            trial_method,
+            trial_name,
+            trial_run_config_with_teacher,
+        )
         from pgd.sweep.tracking import flatten
         from pgd.training.runconfig import run_config
 
@@ -30,14 +35,9 @@ class TrialDescriber:
             overrides.pop("_teacher_dir", None)
             overrides.pop("_resources", None)
         else:
-            method = overrides.get("method")
-            ckpt = None
-            run_probe = trial_run_config(spec, overrides, teacher_checkpoint=None)
-            if run_probe.get("distill"):
-                ckpt = self.teacher_checkpoints.get(teacher_model_name(spec, overrides))
-            run = trial_run_config(spec, overrides, teacher_checkpoint=ckpt)
+            run = trial_run_config_with_teacher(spec, overrides, self.teacher_checkpoints)
             name = trial_name(overrides)
-            tags = {"pgd.method": method or ("student" if not run.get("distill") else run["distill"].get("method", "pgd"))}
+            tags = {"pgd.method": trial_method(overrides, spec.base)}
         resolved = to_dict(run_config(run))
         if resolved.get("distill"):
             det = resolved["model"].rsplit("_", 1)[0]

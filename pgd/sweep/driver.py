@@ -26,8 +26,8 @@ from pgd.sweep.space import (
     plan_concurrency,
     teacher_model_name,
     teacher_run_config,
+    trial_method,
     trial_name,
-    trial_run_config,
 )
 from pgd.sweep.space import (
     sweep_id as default_sweep_id,
@@ -46,8 +46,7 @@ def needed_teachers(spec: SpaceSpec, trials: list[dict] | None) -> list[str]:
     if spec.searcher.type == "grid":
         models = []
         for t in trials or []:
-            run = trial_run_config(spec, t, teacher_checkpoint=None)
-            if run.get("distill"):
+            if trial_method(t, spec.base) != "student":
                 models.append(teacher_model_name(spec, t))
         return sorted(set(models))
     if spec.base.get("distill") or "method" in spec.params:

@@ -337,12 +337,13 @@ def _expand_one(spec: SpaceSpec, grid: dict):
             values[key] = value
         # drop axes whose condition fails (conditions see the final values of other axes)
         kept = {k: v for (k, _vals, when), v in zip(axes, combo) if _when_ok(when, values, spec.base)}
-        if _effective_method(kept, spec.base) == "student":
+        if trial_method(kept, spec.base) == "student":
             kept = {k: v for k, v in kept.items() if not k.startswith("distill.")}
         yield kept
 
 
-def _effective_method(values: dict, base: dict) -> str:
+def trial_method(values: dict, base: dict) -> str:
+    """``student`` (plain training) or the KD method of a trial's overrides over the base."""
     return values.get("method", _base_value(base, "method"))
 
 
@@ -367,7 +368,7 @@ def trial_run_config(spec: SpaceSpec, overrides: dict, *, teacher_checkpoint: st
                      validate: bool = False) -> dict:
     """The full run-config dict of one trial (base + overrides + teacher)."""
     run = copy.deepcopy(spec.base)
-    method = _effective_method(overrides, spec.base)
+    method = trial_method(overrides, spec.base)
     if "detector" in overrides:
         backbone = str(run.get("model", "atss_tiny")).rsplit("_", 1)[-1]
         run["model"] = f"{overrides['detector']}_{backbone}"
@@ -392,6 +393,14 @@ def trial_run_config(spec: SpaceSpec, overrides: dict, *, teacher_checkpoint: st
         if r.distill is not None:
             distill_config(r.distill)
     return run
+
+
+def trial_run_config_with_teacher(spec: SpaceSpec, overrides: dict, teacher_checkpoints: dict) -> dict:
+    """A trial's run config with the checkpoint of the teacher it distils from (if any)."""
+    ckpt = None
+    if trial_method(overrides, spec.base) != "student":
+        ckpt = teacher_checkpoints.get(teacher_model_name(spec, overrides))
+    return trial_run_config(spec, overrides, teacher_checkpoint=ckpt)
 
 
 def teacher_run_config(spec: SpaceSpec, teacher_model: str) -> dict:

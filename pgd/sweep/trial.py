@@ -56,7 +56,7 @@ def trial_fn(config: dict, ctx: SweepContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from pgd.configs import from_dict
-    from pgd.sweep.space import ResourcesSpec, SpaceSpec, teacher_model_name, trial_run_config
+    from pgd.sweep.space import ResourcesSpec, SpaceSpec, trial_run_config_with_teacher
 
     spec = from_dict(SpaceSpec, ctx.space, "space")
     overrides = dict(config.get("trial", config))
@@ -68,10 +68,7 @@ def trial_fn(config: dict, ctx: SweepContext) -> None:
         run = dict(overrides.pop("_run"))
         teacher_out = overrides.pop("_teacher_dir")
     else:
-        ckpt = None
-        if overrides.get("method", "pgd" if spec.base.get("distill") else "student") != "student":
-            ckpt = ctx.teacher_checkpoints.get(teacher_model_name(spec, overrides))
-        run = trial_run_config(spec, overrides, teacher_checkpoint=ckpt)
+        run = trial_run_config_with_teacher(spec, overrides, ctx.teacher_checkpoints)
         teacher_out = None
     run["work_dir"] = str(Path(ctx.sweep_dir) / "trials" / trial_id / "work")
     run.setdefault("latency_images", ctx.latency_images)
@@ -128,9 +125,8 @@ def train_worker(cfg: dict) -> None:
             if src.is_file():
                 resume_from = str(work_dir / f"ray_resume_rank{ctx.get_world_rank()}.pth")
                 shutil.copy2(src, resume_from)
-    hook = dict(type="RayReportHook", latency_images=run.latency_images)
     result = train(run, launcher="pytorch" if world > 1 else "none", world_size=world,
-                   extra_hooks=[hook], resume_from=resume_from)
+                   extra_hooks=[dict(type="RayReportHook")], resume_from=resume_from)
     final = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     final["epoch"] = int(result.get("epochs", 0))
     final["final"] = 1  # the closing report: final metrics (+ latency)
