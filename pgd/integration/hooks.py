@@ -97,3 +97,33 @@ class EpochSummaryHook(Hook):
             f"[eval epoch {epoch}] " + " ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in metrics.items())
         )
         self._write(runner, dict(event="val", epoch=epoch, **{k: float(v) for k, v in metrics.items()}))
+
+
+LATENCY_INFO = "latency_ms"  # message-hub key (saved with checkpoints, so resumes keep it)
+
+
+@HOOKS.register_module()
+class LatencyHook(Hook):
+    """Measures inference latency (ms/image, batch 1) once, at the first evaluation, on rank 0,
+    and keeps it in the message hub for the run's result and every later report. Latency
+    depends on the architecture, not the weights, so one measurement serves the whole run."""
+
+    priority = "NORMAL"  # before reporting hooks (LOWEST) read it
+
+    def __init__(self, num_images: int):
+        self.num_images = num_images
+
+    def after_val_epoch(self, runner, metrics=None):
+        measure_once(runner, self.num_images)
+
+
+def measure_once(runner, num_images: int) -> float | None:
+    """The run's latency from the message hub, measured now (rank 0) if it is not there yet."""
+    hub = runner.message_hub
+    if hub.get_info(LATENCY_INFO) is None and is_main_process():
+        from pgd.training.latency import measure_latency
+
+        value = measure_latency(runner, num_images)
+        hub.update_info(LATENCY_INFO, value)
+        runner.logger.info(f"inference latency {value:.1f} ms/image (batch 1)")
+    return hub.get_info(LATENCY_INFO)

@@ -75,7 +75,7 @@ class Table:
 
 
 def _fmt_key(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) or v == "None" else str(v)
+    return "-" if _missing(v) or v == "None" else str(v)
 
 
 def _fmt_cell(mean, std, delta, n) -> str:
@@ -97,13 +97,14 @@ def paper_table(df: pd.DataFrame, rows: list[str], baseline: dict, columns=COCO_
     if df.empty:
         return Table(pd.DataFrame(columns=[*rows, "n"]), rows, list(columns))
     done = df[df["status"] == "FINISHED"].copy()
-    keys = pd.DataFrame({k: _key(done, k).astype(object).where(_key(done, k).notna(), None) for k in rows})
-    keys = keys.map(lambda v: None if v in ("None", "nan") else v)
+    # a key a run does not define (NaN, or MLflow's string "None") groups as None
+    keys = pd.DataFrame({k: _key(done, k).map(lambda v: None if _missing(v) or v in ("None", "nan") else v)
+                         for k in rows})
     done = pd.concat([keys.add_prefix("key."), done], axis=1)
     groups = []
     for vals, g in done.groupby([f"key.{k}" for k in rows], dropna=False, sort=False):
         vals = vals if isinstance(vals, tuple) else (vals,)
-        rec = {k: (None if (isinstance(v, float) and math.isnan(v)) else v) for k, v in zip(rows, vals)}
+        rec = {k: (None if _missing(v) else v) for k, v in zip(rows, vals)}
         rec["n"] = len(g)
         for c in columns:
             x = pd.to_numeric(g[c], errors="coerce").dropna()

@@ -22,15 +22,13 @@ class RayReportHook(Hook):
 
     priority = "LOWEST"  # after the checkpoint hook saved this epoch
 
-    def __init__(self, extra_files: tuple = ("run_config.yaml", "metrics.jsonl"), latency_images: int = 0):
+    def __init__(self, extra_files: tuple = ("run_config.yaml", "metrics.jsonl")):
         self.extra_files = extra_files
-        self.latency_images = latency_images
-        self._latency: float | None = None
 
     def after_val_epoch(self, runner, metrics=None):
         import ray.train
 
-        from pgd.integration.hooks import EpochSummaryHook
+        from pgd.integration.hooks import LATENCY_INFO, EpochSummaryHook
 
         summary = next((h for h in runner.hooks if isinstance(h, EpochSummaryHook)), None)
         epoch = summary.epochs_done if summary else runner.epoch
@@ -39,14 +37,9 @@ class RayReportHook(Hook):
         if summary:
             report.update({f"train/{k}": float(v) for k, v in summary.last_losses.items()})
         rank0 = ray.train.get_context().get_world_rank() == 0
-        if self.latency_images > 0 and rank0:
-            # latency depends on the architecture, not the weights: measured once, then sent
-            # with every report (Tune requires every objective in every result)
-            if self._latency is None:
-                from pgd.training.latency import measure_latency
-
-                self._latency = measure_latency(runner, self.latency_images)
-            report["latency_ms"] = self._latency
+        latency = runner.message_hub.get_info(LATENCY_INFO)  # LatencyHook ran before this hook
+        if latency is not None:
+            report["latency_ms"] = float(latency)  # Tune wants every objective in every report
         ckpt_file = Path(runner.work_dir) / f"epoch_{epoch}.pth"
         if rank0 and ckpt_file.is_file():
             with tempfile.TemporaryDirectory() as tmp:

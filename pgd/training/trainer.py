@@ -72,10 +72,9 @@ def train(run: RunConfig | dict, *, launcher: str = "none", world_size: int = 1,
     result = _result(runner, metrics, summary)
     run_cfg = run if isinstance(run, RunConfig) else run_config(run)
     if run_cfg.latency_images > 0 and _is_rank0():
-        from pgd.training.latency import measure_latency
+        from pgd.integration.hooks import measure_once
 
-        result["latency_ms"] = measure_latency(runner, run_cfg.latency_images)
-        runner.logger.info(f"inference latency {result['latency_ms']:.1f} ms/image (batch 1)")
+        result["latency_ms"] = measure_once(runner, run_cfg.latency_images)  # LatencyHook's value
     if _is_rank0():
         Path(runner.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
     return result
