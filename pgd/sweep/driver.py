@@ -136,6 +136,11 @@ def _tuner(spec, ctx, name, storage, param_space, conc, callbacks, role, num_sam
         tune.with_parameters(trial_fn, ctx=ctx),
         resources=tune.PlacementGroupFactory([{"CPU": (resources or spec.resources).trial_driver_cpus}]),
     )
+    path = Path(storage) / name
+    if tune.Tuner.can_restore(str(path)):  # the saved searcher, scheduler and callbacks come back
+        say(f"restoring {role} tuner from {path} (finished trials are not rerun)")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
     objs = objectives(spec)
     search_alg, scheduler = None, None
     metric = mode = None
@@ -147,12 +152,13 @@ def _tuner(spec, ctx, name, storage, param_space, conc, callbacks, role, num_sam
 
         from pgd.sweep.space import optuna_space
 
-        samplers = {"tpe": optuna.samplers.TPESampler(seed=spec.searcher.seed),
-                    "gp": optuna.samplers.GPSampler(seed=spec.searcher.seed),
-                    "grid": None}
-        sampler = samplers[spec.searcher.sampler]
-        if sampler is None:
-            sampler = optuna.samplers.GridSampler(_optuna_grid(spec), seed=spec.searcher.seed)
+        seed = spec.searcher.seed
+        if spec.searcher.sampler == "tpe":
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        elif spec.searcher.sampler == "gp":
+            sampler = optuna.samplers.GPSampler(seed=seed)
+        else:
+            sampler = optuna.samplers.GridSampler(_optuna_grid(spec), seed=seed)
         storage_db = optuna.storages.RDBStorage(f"sqlite:///{Path(ctx.sweep_dir) / 'optuna.db'}")
         kwargs = dict(space=optuna_space(spec), sampler=sampler, storage=storage_db, study_name=ctx.name)
         if len(objs) > 1:
@@ -169,14 +175,7 @@ def _tuner(spec, ctx, name, storage, param_space, conc, callbacks, role, num_sam
                                   reuse_actors=False)
     run_config = tune.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks,
                                 failure_config=tune.FailureConfig(max_failures=0), verbose=1)
-    path = Path(storage) / name
-    from ray.tune import Tuner
-
-    if Tuner.can_restore(str(path)):
-        say(f"restoring {role} tuner from {path} (finished trials are not rerun)")
-        return Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                             resume_errored=False, restart_errored=False)
-    return Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 def _optuna_grid(spec: SpaceSpec) -> dict:
@@ -218,7 +217,9 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         raise ConfigError(f"nothing to resume: {sweep_dir} does not exist")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "space.yaml").write_text(text)
-    tracking_uri = tracking_uri or _tracking_uri()
+    from pgd.sweep.tracking import default_tracking_uri  # imports ray: not for dry runs
+
+    tracking_uri = tracking_uri or default_tracking_uri()
     ray = init_ray(spec, address)
     try:
         cluster = ray.cluster_resources()
@@ -259,12 +260,6 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         return out
     finally:
         ray.shutdown()
-
-
-def _tracking_uri() -> str:
-    from pgd.sweep.tracking import default_tracking_uri
-
-    return default_tracking_uri()
 
 
 def _train_teachers(spec, ctx, teachers, conc, c, exp_id, parent, sweep_id, describer, tracking_uri):
