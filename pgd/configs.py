@@ -22,17 +22,18 @@ def _check_type(path: str, value: Any, tp: Any) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error names what is wrong
+            return _check_type(path, value, options[0])
         errors = []
-        for a in args:
-            if a is type(None) and value is None:
-                return None
-            if a is type(None):
-                continue
+        for a in options:
             try:
                 return _check_type(path, value, a)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{path}={value!r} has the wrong type; expected {tp}")
+        raise ConfigError(f"{path}={value!r} has the wrong type; expected {tp} ({'; '.join(errors)})")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin in (list, tuple):

@@ -52,6 +52,7 @@ def write(tmp_path, body: str) -> Path:
         ("searcher: {type: optuna}\nparams: {distill.alpha: {type: uniform, low: 0, high: 1}}", "needs type: one of float, int, categorical"),
         ("resources: {cpus_per_worker: 0}", "space.resources.cpus_per_worker=0.0 is out of range"),
         ("resources: {workerz: 2}", "unknown key(s) workerz"),
+        ("resources: {max_concurrent_trials: two}", "space.resources.max_concurrent_trials must be an integer"),
         ("grid: {method: [pgd], distill.strategy: [gauss]}", "unknown foreground strategy 'gauss'"),
         ("objectives: [{metric: AP, mode: max}, {metric: latency_ms, mode: min}]\nscheduler: {type: asha}", "multi-objective"),
         ("seeds: []", "at least one seed"),
