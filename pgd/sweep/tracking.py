@@ -172,12 +172,11 @@ class MLflowSweepCallback(Callback):
 
     # -------------------------------------------------------------- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
+        from pgd.sweep.trial import trial_work_dir
+
         rid = self.run_id(trial)
         self._started.setdefault(trial.trial_id, time.time())
-        import platform
-
-        self.client.set_tag(rid, "pgd.host", platform.node())
-        self.client.set_tag(rid, "pgd.work_dir", str(Path(self.sweep_dir, "trials", trial.trial_id, "work")))
+        self.client.set_tag(rid, "pgd.work_dir", str(trial_work_dir(self.sweep_dir, trial.trial_id)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
@@ -192,7 +191,8 @@ class MLflowSweepCallback(Callback):
         if result.get("final"):
             self.client.set_tag(rid, "pgd.final_epoch", step)
         for key, tag in (("checkpoint_path", "pgd.checkpoint"), ("best_checkpoint", "pgd.best_checkpoint"),
-                         ("device", "pgd.device"), ("world_size", "pgd.world_size")):
+                         ("device", "pgd.device"), ("world_size", "pgd.world_size"),
+                         ("hostname", "pgd.host")):  # the trial's host, as Tune reports it
             if result.get(key):
                 self.client.set_tag(rid, tag, str(result[key]))
 

@@ -44,6 +44,11 @@ def _short_reason(exc: BaseException) -> str:
     return (errs[-1] if errs else (lines[-1] if lines else type(exc).__name__))[:500]
 
 
+def trial_work_dir(sweep_dir: str | Path, trial_id: str) -> Path:
+    """Where a trial's mmengine work dir lives (checkpoints, logs, metrics.jsonl)."""
+    return Path(sweep_dir) / "trials" / trial_id / "work"
+
+
 class TrialFailed(RuntimeError):
     """A trial's training failed; the message is the reason, recorded in MLflow."""
 
@@ -70,7 +75,7 @@ def trial_fn(config: dict, ctx: SweepContext) -> None:
     else:
         run = trial_run_config_with_teacher(spec, overrides, ctx.teacher_checkpoints)
         teacher_out = None
-    run["work_dir"] = str(Path(ctx.sweep_dir) / "trials" / trial_id / "work")
+    run["work_dir"] = str(trial_work_dir(ctx.sweep_dir, trial_id))
     run.setdefault("latency_images", ctx.latency_images)
     use_gpu = res.gpus_per_worker > 0
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}

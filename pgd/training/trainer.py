@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from pgd.paths import resolve
 from pgd.training.build import build_config
 from pgd.training.data import resolve_data
 from pgd.training.runconfig import RunConfig, run_config
-
-log = logging.getLogger(__name__)
 
 
 def _summary_hook(runner):
@@ -63,6 +60,7 @@ def train(run: RunConfig | dict, *, launcher: str = "none", world_size: int = 1,
     ``epochs``, the last epoch's mean losses (``train/<term>``) and ``best_checkpoint``; the
     same is written to ``<work_dir>/metrics.json``.
     """
+    run = run if isinstance(run, RunConfig) else run_config(run)
     runner = build_runner(run, launcher=launcher, world_size=world_size, extra_hooks=extra_hooks,
                           resume_from=resume_from)
     runner.train()
@@ -70,11 +68,10 @@ def train(run: RunConfig | dict, *, launcher: str = "none", world_size: int = 1,
     # a run resumed after its last epoch trains nothing: evaluate its weights explicitly
     metrics = summary.last_metrics or runner.val_loop.run()
     result = _result(runner, metrics, summary)
-    run_cfg = run if isinstance(run, RunConfig) else run_config(run)
-    if run_cfg.latency_images > 0 and _is_rank0():
+    if run.latency_images > 0 and _is_rank0():
         from pgd.integration.hooks import measure_once
 
-        result["latency_ms"] = measure_once(runner, run_cfg.latency_images)  # LatencyHook's value
+        result["latency_ms"] = measure_once(runner, run.latency_images)  # LatencyHook's value
     if _is_rank0():
         Path(runner.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
     return result
