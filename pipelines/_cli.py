@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import yaml
-
-from pgd.configs import set_dotted
+from pgd.config.loading import load_yaml as _load
+from pgd.config.loading import parse_yaml, set_dotted
 from pgd.errors import PGDError
 
 
 def load_yaml(path: str | None) -> dict:
+    """A run-config YAML file as plain data (duplicate keys refused)."""
     if not path:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise PGDError(f"config file {path!r} not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise PGDError(f"{path} is not valid YAML: {exc}") from None
+    data, _ = _load(path)
+    data = data or {}
     if not isinstance(data, dict):
         raise PGDError(f"{path} must hold a mapping at the top level")
     return data
@@ -33,7 +27,7 @@ def apply_sets(cfg: dict, sets: list[str] | None) -> dict:
         if "=" not in item:
             raise PGDError(f"--set {item!r} must look like key.path=value")
         key, value = item.split("=", 1)
-        set_dotted(cfg, key.strip(), yaml.safe_load(value))
+        set_dotted(cfg, key.strip(), parse_yaml(value, f"--set {item}"), f"--set {item}")
     return cfg
 
 

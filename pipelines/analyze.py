@@ -51,11 +51,11 @@ def quality_map(args) -> int:
     from mmengine.runner import load_checkpoint
 
     import pgd.integration
+    from pgd.config.defaults import pgd_defaults
+    from pgd.config.run import parse_run
     from pgd.detectors import parse_name
-    from pgd.distill.defaults import pgd_defaults
     from pgd.errors import ConfigError
     from pgd.reporting.quality_map import render_quality_map
-    from pgd.training import run_config
     from pgd.training.build import build_config
 
     pgd.integration.init_scope()
@@ -65,7 +65,7 @@ def quality_map(args) -> int:
             apply_sets(cfg, [f"{key}={json.dumps(value)}"])
     apply_sets(cfg, args.set)
     cfg.pop("distill", None)
-    run = run_config(cfg)
+    run = parse_run(cfg, args.config or 'command line')
     mm = build_config(run)
     loader = mm.val_dataloader if args.split == "val" else mm.train_dataloader
     ds_cfg = dict(loader.dataset)
@@ -88,7 +88,9 @@ def quality_map(args) -> int:
     if not 0 <= index < len(dataset):
         raise ConfigError(f"--image-index {index} is outside 0..{len(dataset) - 1}")
     model = MODELS.build(mm.model)
-    load_checkpoint(model, args.checkpoint, map_location="cpu", revise_keys=[(r"^module\.", ""), (r"^student\.", "")])
+    from pgd.paths import resolve
+
+    load_checkpoint(model, str(resolve(args.checkpoint)), map_location="cpu", revise_keys=[(r"^module\.", ""), (r"^student\.", "")])
     model.eval()
     det, _ = parse_name(run.model)
     k = args.k or pgd_defaults(det, run.data.kind)["k"]

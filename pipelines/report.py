@@ -25,13 +25,14 @@ def main(argv=None) -> int:
     p.add_argument("--tracking-uri")
     p.add_argument("--out", help="output folder (default: <home>/sweeps/<name>/report)")
     args = p.parse_args(argv)
+    from pgd.config.space import load_space
     from pgd.paths import home
+    from pgd.plan.plan import sweep_id_of
     from pgd.reporting.report import report_sweep
-    from pgd.sweep.space import load_space, sweep_id
     from pgd.sweep.tracking import TAG_ROLE, TAG_SWEEP, client, default_tracking_uri, find_run
 
     spec, text = load_space(args.space)
-    name = args.name or sweep_id(spec, text)
+    name = args.name or sweep_id_of(spec, text)
     uri = args.tracking_uri or default_tracking_uri()
     c = client(uri)
     exp = c.get_experiment_by_name(spec.name)

@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     space = str(Path(args.space).expanduser().resolve())
     name = args.name
     if args.fresh:
-        from pgd.sweep.space import load_space, sweep_id
+        from pgd.plan.plan import default_sweep_id
 
-        name = f"{name or sweep_id(*load_space(space))}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = f"{name or default_sweep_id(space)}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_sweep(space, name=name, tracking_uri=args.tracking_uri, address=args.address,
               resume="always" if args.resume else "auto", dry_run=args.dry_run)
     return 0

@@ -144,3 +144,12 @@ def test_cli_and_evaluation_roundtrip(tmp_path, capsys):
     assert (
         main(["--odgt", str(tmp_path / "nope.odgt"), "--images", str(img), "--out", str(out)]) == 2
     )
+
+
+def test_a_record_without_gtboxes_is_an_error_unless_allowed(tmp_path):
+    rec = {"ID": "273271,c9db000d5146c15"}
+    odgt, img = _dataset(tmp_path, records=[rec], sizes=[(80, 64)])
+    with pytest.raises(AnnotationError, match="record has no 'gtboxes' key"):
+        odgt_to_coco(odgt, img)
+    coco = odgt_to_coco(odgt, img, allow_missing_gtboxes=True)
+    assert len(coco["images"]) == 1 and coco["annotations"] == []

@@ -101,28 +101,35 @@ def test_every_fpn_level_gets_objects(tmp_path):
     assert min(scales) < 10 and max(scales) > 192 / 2
 
 
-def test_ensure_reuses_matching_and_regenerates_otherwise(tmp_path):
+def test_ensure_reuses_matching_and_replaces_only_with_overwrite(tmp_path):
     out = tmp_path / "shp"
     first = ensure_shapes(out, 5, 2, 96, 1)
     marker = out / "train" / "000000.jpg"
     ino = marker.stat().st_ino
     again = ensure_shapes(out, 5, 2, 96, 1)
     assert again.root == first.root and marker.stat().st_ino == ino  # reused, not rewritten
-    changed = ensure_shapes(out, 5, 2, 96, 2)
-    assert (
-        changed.manifest["seed"] == 2
-        and json.loads((out / "manifest.json").read_text())["seed"] == 2
-    )
-    # a damaged folder (missing images) is regenerated
+    with pytest.raises(ConfigError, match=r"refusing to replace .*shp: it holds a shapes data set made with "
+                                          r"other parameters: seed=1 \(wanted 2\); pass --overwrite"):
+        ensure_shapes(out, 5, 2, 96, 2)
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 1 and marker.stat().st_ino == ino
+    changed = ensure_shapes(out, 5, 2, 96, 2, overwrite=True)
+    assert changed.manifest["seed"] == 2 and json.loads((out / "manifest.json").read_text())["seed"] == 2
+    # a damaged folder (missing images) is named, and regenerated with overwrite
     marker.unlink()
-    ensure_shapes(out, 5, 2, 96, 2)
+    with pytest.raises(ConfigError, match="incomplete shapes data set"):
+        ensure_shapes(out, 5, 2, 96, 2)
+    ensure_shapes(out, 5, 2, 96, 2, overwrite=True)
     assert marker.is_file()
-    # a folder from an older generator version is regenerated
+    # a folder from an older generator version likewise
     m = json.loads((out / "manifest.json").read_text())
     m["version"] = 0
     (out / "manifest.json").write_text(json.dumps(m))
-    ensure_shapes(out, 5, 2, 96, 2)
+    with pytest.raises(ConfigError, match=r"version=0 \(wanted 1\)"):
+        ensure_shapes(out, 5, 2, 96, 2)
+    ensure_shapes(out, 5, 2, 96, 2, overwrite=True)
     assert json.loads((out / "manifest.json").read_text())["version"] == shapes.GENERATOR_VERSION
+    with pytest.raises(ConfigError, match="already holds a shapes data set"):
+        generate_shapes(out, 5, 2, 96, 2)
     assert not list(tmp_path.glob(".shp.tmp-*")) and not list(tmp_path.glob(".shp.old-*"))
 
 
@@ -161,7 +168,7 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, monkeypatch):
     before = _digest(out)
     monkeypatch.setattr(shapes, "_write_split", dies_on_val)
     with pytest.raises(KeyboardInterrupt):
-        generate_shapes(out, 3, 2, 96, 5)
+        generate_shapes(out, 3, 2, 96, 5, overwrite=True)
     assert _digest(out) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".shp.tmp")] == []
 

@@ -166,10 +166,12 @@ def test_image_checks_by_mode(tmp_path):
     (img / "a.png").write_bytes(raw[: len(raw) // 2])  # truncated
     assert validate_coco(ann, img, check_images="exists")["num_images"] == 2
     assert validate_coco(ann, None, check_images="none")["num_images"] == 2
-    with pytest.raises(AnnotationError) as ei:
+    with pytest.raises(AnnotationError) as ei:  # the default of a run: header + end marker
         validate_coco(ann, img, check_images="header")
-    assert [(Path(f).name, i) for f, i, _ in ei.value.problems] == [("b.png", 2)]
-    assert "21x20 differs from the JSON's 20x20" in ei.value.problems[0][2]
+    got = {Path(f).name: r for f, _, r in ei.value.problems}
+    assert set(got) == {"a.png", "b.png"}
+    assert "21x20 differs from the JSON's 20x20" in got["b.png"]
+    assert got["a.png"] == "truncated PNG file (no end marker in its last 1024 bytes)"
     with pytest.raises(AnnotationError) as ei:
         validate_coco(ann, img, check_images="decode")
     got = {Path(f).name: r for f, _, r in ei.value.problems}
@@ -209,3 +211,23 @@ def test_real_coco_tiny_passes(coco_tiny):
         assert s["num_images"] == 80 and s["num_categories"] == 80 and s["num_annotations"] > 0
     names = coco_categories(coco_tiny / "annotations" / "instances_val2017.json")
     assert names[0] == "person" and len(names) == 80
+
+
+def test_header_check_catches_a_truncated_jpeg_and_tolerates_trailing_bytes(tmp_path):
+    import numpy as np
+
+    d = _good()
+    for im in d["images"]:
+        im["file_name"] = im["file_name"].replace(".png", ".jpg")
+    ann = _write(tmp_path, d)
+    img = tmp_path / "img"
+    rng = np.random.default_rng(0)
+    for im in d["images"]:
+        Image.fromarray(rng.integers(0, 255, (im["height"], im["width"], 3), dtype=np.uint8)).save(img / im["file_name"])
+    name = d["images"][0]["file_name"]
+    raw = (img / name).read_bytes()
+    (img / name).write_bytes(raw + b"\x00" * 16)  # padding after EOI is fine
+    assert validate_coco(ann, img, check_images="header")["num_images"] == 2
+    (img / name).write_bytes(raw[:-40])
+    with pytest.raises(AnnotationError, match="truncated JPEG file"):
+        validate_coco(ann, img, check_images="header")

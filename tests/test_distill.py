@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pgd.config.run import parse_run, resolve_run
 from pgd.detectors import model_config
-from pgd.distill.config import distill_config, resolve_defaults
 from pgd.errors import ConfigError
 
 DETECTORS = ["atss", "fcos", "gfl", "ddod", "autoassign"]
@@ -133,18 +133,23 @@ def test_teacher_inputs_are_renormalised():
     assert torch.allclose(mine, t_batch["inputs"], atol=1e-3)
 
 
+def _pgd(det="atss", data=None, **distill):
+    return resolve_run(parse_run(dict(model=f"{det}_r50", data=data or {"kind": "coco", "root": "/d"},
+                                      distill=dict(teacher=f"{det}_r101", allow_random_teacher=True, **distill)))).distill
+
+
 def test_unknown_strategy_and_branch_rejected():
-    with pytest.raises(ConfigError, match="unknown foreground strategy 'gauss'"):
-        distill_config(dict(teacher="atss_r101", allow_random_teacher=True, strategy="gauss"))
-    with pytest.raises(ConfigError, match="branches"):
-        distill_config(dict(teacher="atss_r101", allow_random_teacher=True, branches=["head"]))
+    with pytest.raises(ConfigError, match="distill.strategy='gauss' is not one of the valid choices: box, box_gauss"):
+        _pgd(strategy="gauss")
+    with pytest.raises(ConfigError, match=r"distill.branches\[0\]='head' is not one of the valid choices: neck, cls, reg"):
+        _pgd(branches=["head"])
     with pytest.raises(ConfigError, match="teacher_checkpoint is required"):
-        distill_config(dict(teacher="atss_r101"))
+        parse_run(dict(model="atss_r50", distill=dict(teacher="atss_r101")))
 
 
 def test_defaults_follow_the_spec_table():
-    r = resolve_defaults(distill_config(dict(teacher="atss_r101", allow_random_teacher=True)), "atss")
-    assert (r["alpha"], r["beta"], r["gamma"], r["tau"], r["k_cls"], r["delta"]) == (0.08, 0.04, 0.08 * 1.6, 0.8, 9, 8e-4)
-    r = resolve_defaults(distill_config(dict(teacher="autoassign_r101", allow_random_teacher=True, alpha=0.1)), "autoassign")
-    assert (r["alpha"], r["beta"], r["tau"], r["k_reg"]) == (0.1, 0.05, 0.4, 30)
-    assert resolve_defaults(distill_config(dict(teacher="ddod_r101", allow_random_teacher=True)), "ddod", "crowdhuman")["alpha"] == 0.001
+    r = _pgd()
+    assert (r.alpha, r.beta, r.gamma, r.tau, r.k_cls, r.delta) == (0.08, 0.04, 0.08 * 1.6, 0.8, 9, 8e-4)
+    r = _pgd("autoassign", alpha=0.1)
+    assert (r.alpha, r.beta, r.tau, r.k_reg) == (0.1, 0.05, 0.4, 30)
+    assert _pgd("ddod", data={"kind": "crowdhuman", "root": "/d"}).alpha == 0.001

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pgd.config.defaults import BASELINE_DEFAULTS
+from pgd.config.run import parse_run, resolve_run
 from pgd.detectors import model_config
-from pgd.distill.baselines import BASELINE_DEFAULTS, build_baseline
-from pgd.distill.config import distill_config, resolve_defaults
+from pgd.distill.baselines import build_baseline
 from pgd.errors import ConfigError
 
 CASES = [(m, d) for m in ("fgd", "defeat", "frs", "fgfi", "fkd") for d in BASELINE_DEFAULTS[m]]
@@ -57,7 +58,7 @@ def build(det, method, teacher_cfg=None, **params):
     from pgd.testing import build_distiller
 
     extra = {"teacher_config": teacher_cfg} if teacher_cfg is not None else {}
-    return build_distiller(f"{det}_tiny", f"{det}_tiny", method=method, method_params=params, **extra)
+    return build_distiller(f"{det}_tiny", f"{det}_tiny", method=method, **params, **extra)
 
 
 def kd_terms(losses, method):
@@ -124,7 +125,7 @@ def _samples(boxes, img_shape, batch_shape):
 
 def test_fgd_masks_use_the_padded_batch_shape():
     cfg = model_config("atss_tiny", 6)
-    kd = build_baseline("fgd", {}, cfg, cfg, "atss")
+    kd = build_baseline("fgd", dict(BASELINE_DEFAULTS["fgd"]["atss"]), cfg, cfg, "atss")
     # a 32x64 image padded to 64x64; the P3 map is 8x8. Box (0, 0, 16, 16) covers cells 0-1 x 0-1.
     # The authors' code maps y with the unpadded height 32 -> rows 0-3 (a box twice too tall).
     feats = [torch.zeros(1, 64, 8, 8), torch.zeros(1, 64, 4, 4)]
@@ -138,7 +139,7 @@ def test_fgd_masks_use_the_padded_batch_shape():
 
 def test_defeat_masks_put_each_box_on_its_fpn_level():
     cfg = model_config("atss_tiny", 6)
-    kd = build_baseline("defeat", {}, cfg, cfg, "atss")
+    kd = build_baseline("defeat", dict(BASELINE_DEFAULTS["defeat"]["atss"]), cfg, cfg, "atss")
     sizes = [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
     feats = [torch.zeros(1, 64, h, w) for h, w in sizes]
     strides = [(8.0, 8.0), (16.0, 16.0), (32.0, 32.0), (64.0, 64.0), (128.0, 128.0)]
@@ -195,27 +196,32 @@ def test_frs_ramp_follows_the_message_hub_iter_and_a_counter_without_it(fresh_me
     assert m.kd.ramp() == 0.5
 
 
+def _distill(method, det="atss", **params):
+    return parse_run(dict(model=f"{det}_tiny", distill=dict(teacher=f"{det}_tiny", allow_random_teacher=True,
+                                                          method=method, **params)), "test")
+
+
 @pytest.mark.parametrize(
     "method, params, match",
     [
-        ("fgd", dict(alpah=1.0), r"unknown key\(s\) alpah .*valid keys are: alpha, beta, gamma, lambda_, temp"),
-        ("frs", dict(w_feat=0.1, ramp=3), r"unknown key\(s\) ramp .*ramp_iters, w_cls, w_feat"),
-        ("fkd", dict(temp=0), "temp=0 must be > 0"),
-        ("frs", dict(ramp_iters=2.5), "ramp_iters=2.5 must be an integer"),
-        ("defeat", dict(w_bg=-1), "w_bg=-1 must be >= 0"),
-        ("fgfi", dict(iou_ratio=1.5), r"iou_ratio=1.5 must lie in \(0, 1\]"),
-        ("pgd", dict(alpha=1.0), "method_params=.* applies to the KD baselines"),
+        ("fgd", dict(alpah=1.0), r"unknown key\(s\) alpah for method 'fgd'; valid keys are: .*temp, alpha, beta, gamma, lambda_"),
+        ("frs", dict(w_feat=0.1, ramp=3), r"unknown key\(s\) ramp for method 'frs'; valid keys are: .*w_feat, w_cls, ramp_iters"),
+        ("fkd", dict(temp=0), r"distill.temp=0: Input should be greater than 0"),
+        ("frs", dict(ramp_iters=2.5), r"distill.ramp_iters=2.5: Input should be a valid integer"),
+        ("defeat", dict(w_bg=-1), r"distill.w_bg=-1: Input should be greater than or equal to 0"),
+        ("fgfi", dict(iou_ratio=1.5), r"distill.iou_ratio=1.5: Input should be less than or equal to 1"),
+        ("pgd", dict(method_params={"alpha": 1.0}), r"unknown key\(s\) method_params for method 'pgd'"),
     ],
 )
-def test_bad_method_params_raise(method, params, match):
+def test_bad_knobs_raise(method, params, match):
     with pytest.raises(ConfigError, match=match):
-        distill_config(dict(teacher="atss_tiny", allow_random_teacher=True, method=method, method_params=params))
+        _distill(method, **params)
 
 
 def test_defaults_per_detector_are_resolved_and_overridable():
     def resolved(method, det, **params):
-        cfg = distill_config(dict(teacher=f"{det}_r101", allow_random_teacher=True, method=method, method_params=params))
-        return resolve_defaults(cfg, det)["method_params"]
+        d = resolve_run(_distill(method, det, **params)).distill.dump()
+        return {k: d[k] for k in BASELINE_DEFAULTS[method][det]}
 
     assert resolved("fgd", "fcos") == dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6)
     assert resolved("fgd", "autoassign")["temp"] == 0.8 and resolved("fgd", "ddod")["alpha"] == 1e-3
@@ -228,24 +234,12 @@ def test_defaults_per_detector_are_resolved_and_overridable():
 @pytest.mark.parametrize("method, det, valid", [("fgfi", "fcos", "atss, ddod"), ("fgfi", "gfl", "atss, ddod"),
                                                 ("ld", "atss", "gfl")])
 def test_method_on_a_detector_it_does_not_apply_to(method, det, valid):
-    cfg = distill_config(dict(teacher=f"{det}_tiny", allow_random_teacher=True, method=method))
     with pytest.raises(ConfigError, match=f"{method!r} does not apply to detector {det!r}; valid detectors "
                                           f"for {method} are: {valid}"):
-        resolve_defaults(cfg, det)
-    if method == "fgfi":
-        c = model_config(f"{det}_tiny", 6)
-        with pytest.raises(ConfigError, match=f"does not apply to detector {det!r}"):
-            build_baseline(method, {}, c, c, det)
+        _distill(method, det)
 
 
-def test_ld_on_atss_rejected_by_the_run_builder(tmp_path):
-    from pgd.distill.config import distiller_model_config
-    from pgd.training import run_config
-
-    run = run_config(dict(model="atss_tiny", work_dir=str(tmp_path),
-                          distill=dict(method="ld", teacher="atss_tiny", allow_random_teacher=True)))
-    with pytest.raises(ConfigError, match="valid detectors for ld are: gfl"):
-        distiller_model_config(run, 6)
+def test_ld_is_not_a_pgd_distiller_module():
     with pytest.raises(ConfigError, match="KnowledgeDistillationSingleStageDetector"):
         c = model_config("gfl_tiny", 6)
         build_baseline("ld", {}, c, c, "gfl")
@@ -256,16 +250,15 @@ def test_ld_is_mmdets_kd_detector_with_a_frozen_teacher(tmp_path):
     from mmengine.config import Config
 
     from pgd.distill.config import distiller_model_config
-    from pgd.training import run_config
 
     torch.manual_seed(0)
     teacher = MODELS.build(model_config("gfl_tiny", 6))
     teacher.init_weights()
     ckpt = tmp_path / "teacher.pth"
     torch.save({"state_dict": teacher.state_dict(), "meta": {}}, ckpt)
-    run = run_config(dict(model="gfl_tiny", work_dir=str(tmp_path / "work"),
-                          distill=dict(method="ld", teacher="gfl_tiny", teacher_checkpoint=str(ckpt),
-                                       method_params=dict(weight=0.5))))
+    run = resolve_run(parse_run(dict(model="gfl_tiny", work_dir=str(tmp_path / "work"),
+                                     distill=dict(method="ld", teacher="gfl_tiny", teacher_checkpoint=str(ckpt),
+                                                  weight=0.5))))
     cfg = distiller_model_config(run, 6)
     assert cfg["type"] == "KnowledgeDistillationSingleStageDetector" and "init_cfg" not in cfg
     assert cfg["bbox_head"]["type"] == "LDHead"
@@ -305,6 +298,8 @@ def test_ld_is_mmdets_kd_detector_with_a_frozen_teacher(tmp_path):
     # a wrapper's checkpoint (student.* keys) would load nothing into mmdet's bare teacher
     wrapped = tmp_path / "distiller.pth"
     torch.save({"state_dict": {f"student.{k}": v for k, v in teacher.state_dict().items()}}, wrapped)
-    run.distill["teacher_checkpoint"] = str(wrapped)
+    d = run.dump()
+    d["distill"]["teacher_checkpoint"] = str(wrapped)
+    run = parse_run(d)
     with pytest.raises(ConfigError, match="not a plain detector checkpoint"):
         distiller_model_config(run, 6)

@@ -60,7 +60,8 @@ def teacher_ckpt(home):
     """A teacher trained for one epoch in-process (no Ray)."""
     import yaml
 
-    from pgd.training import run_config, train
+    from pgd.config.run import parse_run as run_config
+    from pgd.training import train
 
     cfg = yaml.safe_load(textwrap.dedent(BASE))["base"]
     cfg.update(work_dir=str(home / "teacher"), latency_images=0)

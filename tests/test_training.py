@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from pgd.config.run import parse_run as run_config
 from pgd.errors import AnnotationError
-from pgd.training import run_config, train
+from pgd.training import train
 
 TINY = dict(
     model="atss_tiny",

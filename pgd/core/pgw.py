@@ -12,6 +12,7 @@ import numbers
 
 import torch
 
+from pgd.config.names import TOPK_SCOPES
 from pgd.errors import ConfigError
 
 from .quality import _check_choice, _check_int, _check_tensor, _f32, _out_dtype
@@ -25,7 +26,6 @@ __all__ = [
     "level_normalize",
 ]
 
-TOPK_SCOPES = ("inside", "all")
 
 #: Relative eigenvalue threshold of the pseudo-inverse: an eigenvalue of Sigma below
 #: ``PINV_RTOL * lambda_max`` is treated as zero (the 2x2 part runs in float64).

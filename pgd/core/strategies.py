@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from pgd.config.defaults import BOX_GAUSS_SIGMA, CENTRE_RATIO
+from pgd.config.names import STRATEGIES
 from pgd.errors import ConfigError, check_range
 
 from .pgw import (
@@ -32,11 +34,6 @@ __all__ = [
     "foreground_weights",
 ]
 
-STRATEGIES = ("box", "box_gauss", "centre", "quality", "topk_eq", "kde", "pgw")
-#: TADF-style Gaussian: std = BOX_GAUSS_SIGMA * (w, h), so +-3 std spans the box.
-BOX_GAUSS_SIGMA = 1.0 / 6.0
-#: Side of the central region, as a fraction of the box's w and h.
-CENTRE_RATIO = 0.2
 
 _NEEDS_QUALITY = ("quality", "topk_eq", "kde", "pgw")
 _NEEDS_K = ("topk_eq", "kde", "pgw")

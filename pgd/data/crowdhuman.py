@@ -45,9 +45,13 @@ def _box_ok(b) -> bool:
 
 
 def odgt_to_coco(
-    odgt: str | os.PathLike, images_dir: str | os.PathLike, *, image_ext: str = ".jpg"
+    odgt: str | os.PathLike, images_dir: str | os.PathLike, *, image_ext: str = ".jpg",
+    allow_missing_gtboxes: bool = False,
 ) -> dict:
-    """Read an ``.odgt`` file and its images; return the COCO dict (nothing is written)."""
+    """Read an ``.odgt`` file and its images; return the COCO dict (nothing is written).
+
+    A record without a ``gtboxes`` key is an error (an image without people says
+    ``"gtboxes": []``); ``allow_missing_gtboxes`` reads such records as empty images."""
     from PIL import Image
 
     odgt, images_dir = Path(odgt), Path(images_dir)
@@ -82,6 +86,10 @@ def odgt_to_coco(
             problems.append((where, ID, f"duplicate ID (first on line {seen[ID]})"))
             continue
         seen[ID] = lineno
+        if "gtboxes" not in rec and not allow_missing_gtboxes:
+            problems.append((where, ID, "record has no 'gtboxes' key (an image without people has "
+                             "\"gtboxes\": []); pass --allow-missing-gtboxes to read such records as empty"))
+            continue
         gtboxes = rec.get("gtboxes", [])
         if not isinstance(gtboxes, list):
             problems.append((where, ID, "'gtboxes' must be a list"))
@@ -161,10 +169,11 @@ def convert_crowdhuman(
     out_json: str | os.PathLike,
     *,
     image_ext: str = ".jpg",
+    allow_missing_gtboxes: bool = False,
 ) -> dict:
     """Convert and write ``out_json`` atomically; return a summary
     ``{num_images, num_annotations, num_ignore}``."""
-    coco = odgt_to_coco(odgt, images_dir, image_ext=image_ext)
+    coco = odgt_to_coco(odgt, images_dir, image_ext=image_ext, allow_missing_gtboxes=allow_missing_gtboxes)
     out = Path(out_json)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -190,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="folder holding <ID>.jpg")
     p.add_argument("--out", required=True, help="COCO JSON to write")
     p.add_argument("--ext", default=".jpg", help="image file extension (default .jpg)")
+    p.add_argument("--allow-missing-gtboxes", action="store_true",
+                   help="read records without a 'gtboxes' key as images without people")
     a = p.parse_args(argv)
     try:
-        s = convert_crowdhuman(a.odgt, a.images, a.out, image_ext=a.ext)
+        s = convert_crowdhuman(a.odgt, a.images, a.out, image_ext=a.ext,
+                               allow_missing_gtboxes=a.allow_missing_gtboxes)
     except AnnotationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

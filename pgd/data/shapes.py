@@ -515,16 +515,21 @@ def generate_shapes(
     seed: int = DEFAULT_SEED,
     *,
     image_format: str = DEFAULT_FORMAT,
+    overwrite: bool = False,
 ) -> ShapesDataset:
-    """Generate the dataset into ``out`` (replacing an older shapes dataset there), atomically.
+    """Generate the dataset into ``out``, atomically.
 
     Files are written to a hidden sibling folder and renamed into place at the end, so a
-    killed run never leaves a half-written ``out``. A non-empty ``out`` without a shapes
-    manifest is never replaced (ConfigError).
+    killed run never leaves a half-written ``out``. An existing shapes dataset in ``out`` is
+    replaced only with ``overwrite=True``; a non-empty ``out`` without a shapes manifest never
+    (ConfigError).
     """
     params = _params(n_train, n_val, size, seed, image_format)
     out = Path(out).absolute()
     with _locked(out):
+        if not overwrite and out.is_dir() and any(out.iterdir()) and _read_manifest(out):
+            raise ConfigError(f"{out} already holds a shapes data set; pass overwrite=True (--overwrite) "
+                              "to replace it, or pick another folder")
         return _generate_unlocked(out, params)
 
 
@@ -536,9 +541,12 @@ def ensure_shapes(
     seed: int = DEFAULT_SEED,
     *,
     image_format: str = DEFAULT_FORMAT,
+    overwrite: bool = False,
 ) -> ShapesDataset:
     """Reuse ``out`` when its manifest matches these parameters and generator version, else
-    (re)generate it. Safe to call from several processes at once."""
+    generate it there if it is empty or absent. A shapes dataset made with other parameters
+    (or damaged, or by another generator version) is replaced only with ``overwrite=True``:
+    otherwise a ConfigError says what differs. Safe to call from several processes at once."""
     params = _params(n_train, n_val, size, seed, image_format)
     out = Path(out).absolute()
     m = _matches(out, params)
@@ -548,7 +556,40 @@ def ensure_shapes(
         m = _matches(out, params)  # another process may have finished it meanwhile
         if m is not None:
             return ShapesDataset.at(out, m)
+        if not overwrite:
+            _refuse_other(out, params)
         return _generate_unlocked(out, params)
+
+
+def shapes_mismatch(out: str | os.PathLike, params: dict) -> str | None:
+    """Why the dataset in ``out`` is not the one ``params`` describe (None: absent/empty or
+    matching)."""
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    m = _read_manifest(out)
+    if not m or m.get("generator") != GENERATOR:
+        return "it is not empty and holds no shapes manifest.json"
+    diff = [f"{k}={m.get(k)!r} (wanted {v!r})" for k, v in params.items() if m.get(k) != v]
+    if diff:
+        return "it holds a shapes data set made with other parameters: " + ", ".join(diff)
+    if _matches(out, params) is None:
+        return "it holds an incomplete shapes data set (files missing)"
+    return None
+
+
+def check_shapes_replaceable(out: str | os.PathLike, n_train: int, n_val: int, size: int, seed: int,
+                             image_format: str = DEFAULT_FORMAT) -> None:
+    """ConfigError when ``out`` holds a data set other than the one these parameters make
+    (what a plan checks before anything starts)."""
+    _refuse_other(Path(out).absolute(), _params(n_train, n_val, size, seed, image_format))
+
+
+def _refuse_other(out: Path, params: dict) -> None:
+    why = shapes_mismatch(out, params)
+    if why:
+        raise ConfigError(f"refusing to replace {out}: {why}; pass --overwrite (overwrite=True) to "
+                          "regenerate it there, or use another data.root")
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -623,12 +664,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image side in pixels")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--format", default=DEFAULT_FORMAT, choices=IMAGE_FORMATS)
-    p.add_argument("--force", action="store_true", help="regenerate even if the manifest matches")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a shapes data set already in --out (also one with the same parameters)")
     p.add_argument("--stats", action="store_true", help="print the dataset statistics as JSON")
     a = p.parse_args(argv)
     try:
-        fn = generate_shapes if a.force else ensure_shapes
-        ds = fn(a.out, a.train, a.val, a.size, a.seed, image_format=a.format)
+        fn = generate_shapes if a.overwrite else ensure_shapes
+        ds = fn(a.out, a.train, a.val, a.size, a.seed, image_format=a.format, overwrite=a.overwrite)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,8 +18,12 @@ single :class:`~pgd.errors.AnnotationError` whose ``problems`` lists each
   including the zero-area ones) are not errors: they are counted, reported in the summary as
   ``zero_area_skipped`` and in one logger line;
 * image files (``check_images``): "none" no file check; "exists" each file exists (fast);
-  "header" also reads the header and compares the size with width/height; "decode" also
-  decodes the whole image (catches truncated or corrupt files).
+  "header" (the default of a run) also reads the header, compares the size with
+  width/height and checks the file ends with its format's end marker (JPEG EOI, PNG IEND),
+  which catches truncated files cheaply; "decode" also decodes the whole image (catches
+  corrupt data inside a complete file).
+* a file validated once in a process (same path, modification time, size and rules) is not
+  read again (DDP ranks and the dataset re-validate for free).
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pgd.config.names import CHECK_IMAGES  # noqa: E402
 from pgd.errors import AnnotationError, ConfigError, unknown_name
 
-CHECK_IMAGES = ("none", "exists", "header", "decode")
 DEFAULT_TOLERANCE = 1.0
 
 _REQUIRED = {
@@ -89,6 +93,10 @@ def _check_file(path: Path, width, height, mode: str) -> str | None:
     try:
         with Image.open(path) as im:
             size = im.size
+            if mode == "header":
+                trunc = _truncated(path, im.format)
+                if trunc:
+                    return trunc
             if mode == "decode":
                 im.verify()  # structural check (PNG CRCs, ...)
         if mode == "decode":
@@ -99,6 +107,29 @@ def _check_file(path: Path, width, height, mode: str) -> str | None:
     if _is_num(width) and _is_num(height) and size != (width, height):
         return f"image size {size[0]}x{size[1]} differs from the JSON's {width}x{height}"
     return None
+
+
+#: bytes at a file's end searched for its format's end marker (trailing padding is tolerated)
+_TAIL_BYTES = 1024
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+
+
+def _truncated(path: Path, fmt: str | None) -> str | None:
+    """A cheap truncation test: a JPEG must end with its EOI marker (FF D9), a PNG with its
+    IEND chunk, within the last bytes of the file."""
+    marker = _END_MARKERS.get(fmt or "")
+    if marker is None:
+        return None
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - _TAIL_BYTES))
+        tail = f.read()
+    if marker not in tail:
+        return f"truncated {fmt} file (no end marker in its last {_TAIL_BYTES} bytes)"
+    return None
+
+
+_CACHE: dict[tuple, dict] = {}
 
 
 def validate_coco(
@@ -125,6 +156,14 @@ def validate_coco(
         )
     log = logger or _log
     src = str(ann_file)
+    try:
+        st = os.stat(ann_file)
+        key = (os.path.abspath(src), st.st_mtime_ns, st.st_size, str(img_dir), check_images,
+               bool(allow_outside), float(tolerance))
+    except OSError:
+        key = None
+    if key is not None and key in _CACHE:  # validated before in this process (same file, same rules)
+        return dict(_CACHE[key])
     data = load_coco_json(ann_file)
     problems: list[tuple[str, object, str]] = []
 
@@ -288,13 +327,16 @@ def validate_coco(
             src,
             skipped,
         )
-    return {
+    summary = {
         "num_images": len(images),
         "num_annotations": len(sections["annotations"]),
         "num_categories": len(cat_ids),
         "zero_area_skipped": skipped,
         "empty_images": sum(1 for n in used.values() if n == 0),
     }
+    if key is not None:
+        _CACHE[key] = dict(summary)
+    return summary
 
 
 def coco_categories(ann_file: str | os.PathLike) -> list[str]:

@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgd.config import names
 from pgd.errors import ConfigError, unknown_name
 
 
@@ -58,9 +59,8 @@ def _scale_priors(head: dict, factor: float) -> None:
         )
 
 
-def model_names() -> list[str]:
-    """Every valid registry name, e.g. ``atss_r50``."""
-    return [f"{d}_{b}" for d in DETECTORS for b in BACKBONES]
+assert tuple(DETECTORS) == names.DETECTORS and tuple(BACKBONES) == names.BACKBONES
+model_names = names.model_names
 
 
 def parse_name(name: str) -> tuple[str, str]:

@@ -11,20 +11,19 @@ LD is not built here: it is MMDetection's own ``KnowledgeDistillationSingleStage
 ``LDHead`` (see :func:`pgd.distill.config.distiller_model_config`). Its defaults live in the
 table below with the others.
 
-Every method reads its knobs from ``distill.method_params``; the per-detector defaults are
-:data:`BASELINE_DEFAULTS` (which also says which detectors a method applies to). See
+Every method reads its knobs from its own ``distill`` keys (``distill.alpha`` of an FGD run);
+the per-detector defaults are :data:`pgd.config.defaults.BASELINE_DEFAULTS` (which also says
+which detectors a method applies to). See
 docs/baselines.md for the formulas, where each number comes from and the deviations from the
 authors' code.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import nn
 
+from pgd.config import defaults as D
 from pgd.core.baselines import (
     GcBlock,
     NonLocalBlock,
@@ -40,96 +39,14 @@ from pgd.core.baselines import (
 )
 from pgd.errors import ConfigError, unknown_name
 
-DETECTORS = ("atss", "ddod", "gfl", "fcos", "autoassign")
-
-# FGD's released configs: GFL / RetinaNet (anchor-based heads) and FCOS (anchor-free heads).
-_FGD_ANCHOR_BASED = dict(temp=0.5, alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6)
-_FGD_ANCHOR_FREE = dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6)
-# FRS's released configs: GFL (used for the ATSS-style single-anchor heads too) and FCOS.
-_FRS_GFL = dict(w_feat=0.1, w_cls=0.05, ramp_iters=500)
-_FRS_FCOS = dict(w_feat=0.01, w_cls=0.05, ramp_iters=500)
-# DeFeat's released config (Faster R-CNN FPN neck: hint_neck_w 3, hint_neck_back_w 12).
-_DEFEAT = dict(w_fg=3.0, w_bg=12.0, finest_scale=56.0)
-_FGFI = dict(weight=0.01, iou_ratio=0.5)  # FGFI paper / code: imitation weight 0.01, psi 0.5
-_FKD = dict(temp=0.1, w_feat=4.2e-4, w_channel=0.024, w_spatial=0.024, w_relation=4.2e-4)  # 7e-5*6, 4e-3*6
-_LD = dict(weight=0.25, temperature=10.0)  # mmdet's LD configs (KnowledgeDistillationKLDivLoss)
-
-#: method -> detector -> default ``method_params``; a detector absent from a method's table
-#: is one the method does not apply to (FGFI: anchor-based ATSS and DDOD; LD: GFL).
-BASELINE_DEFAULTS: dict[str, dict[str, dict]] = {
-    "fgd": {"atss": _FGD_ANCHOR_BASED, "ddod": _FGD_ANCHOR_BASED, "gfl": _FGD_ANCHOR_BASED,
-            "fcos": _FGD_ANCHOR_FREE, "autoassign": _FGD_ANCHOR_FREE},
-    "defeat": {d: _DEFEAT for d in DETECTORS},
-    "frs": {"atss": _FRS_GFL, "ddod": _FRS_GFL, "gfl": _FRS_GFL, "fcos": _FRS_FCOS, "autoassign": _FRS_FCOS},
-    "fgfi": {"atss": _FGFI, "ddod": _FGFI},
-    "fkd": {d: _FKD for d in DETECTORS},
-    "ld": {"gfl": _LD},
-}
-BASELINES = tuple(BASELINE_DEFAULTS)
-
-_POSITIVE = {"temp", "temperature", "finest_scale"}  # > 0
-_COUNTS = {"ramp_iters"}  # integers >= 0
-_RATIOS = {"iou_ratio"}  # (0, 1]
-
-
-# ----------------------------------------------------------------------------- params
-def valid_params(method: str) -> tuple[str, ...]:
-    """The ``method_params`` keys of a KD baseline."""
-    if method not in BASELINE_DEFAULTS:
-        raise unknown_name("KD baseline", method, BASELINES)
-    return tuple(next(iter(BASELINE_DEFAULTS[method].values())))
-
-
-def check_method_params(method: str, params: dict | None, path: str = "distill.method_params") -> None:
-    """ConfigError for an unknown key (listing the valid ones) or an out-of-range value."""
-    valid = valid_params(method)
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)} in {path} for method {method!r}; valid keys "
-            f"are: {', '.join(sorted(valid))}"
-        )
-    for key, value in params.items():
-        name = f"{path}.{key}"
-        if key in _COUNTS:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ConfigError(f"{name}={value!r} must be an integer >= 0")
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ConfigError(f"{name}={value!r} must be a finite number")
-        if key in _POSITIVE and value <= 0:
-            raise ConfigError(f"{name}={value!r} must be > 0")
-        if key in _RATIOS and not 0 < value <= 1:
-            raise ConfigError(f"{name}={value!r} must lie in (0, 1]")
-        if value < 0:
-            raise ConfigError(f"{name}={value!r} must be >= 0")
-
-
-def check_applicable(method: str, detector: str) -> None:
-    """ConfigError when a KD baseline does not apply to a detector (FGFI, LD)."""
-    table = BASELINE_DEFAULTS.get(method)
-    if table is None:
-        raise unknown_name("KD baseline", method, BASELINES)
-    if detector not in table:
-        raise ConfigError(
-            f"KD method {method!r} does not apply to detector {detector!r}; valid detectors for "
-            f"{method} are: {', '.join(sorted(table))}"
-        )
-
-
-def method_params(method: str, detector: str, params: dict | None = None) -> dict:
-    """The resolved ``method_params``: the detector's defaults updated with ``params``."""
-    check_applicable(method, detector)
-    check_method_params(method, params)
-    out = dict(BASELINE_DEFAULTS[method][detector])
-    out.update(params or {})
-    return out
+#: method -> detector -> default knobs (the detectors a method applies to), from the config layer
+BASELINE_DEFAULTS = D.BASELINE_DEFAULTS
 
 
 def build_baseline(method: str, distill_cfg: dict, student_cfg: dict, teacher_cfg: dict,
                    detector: str) -> nn.Module:
-    """The loss module of a KD baseline for ``PGDDistiller`` (every method but LD)."""
+    """The loss module of a KD baseline for ``PGDDistiller`` (every method but LD), from the
+    method's resolved distill section (plain data: every knob filled, see pgd.config.run)."""
     if method == "ld":
         raise ConfigError(
             "method 'ld' is MMDetection's KnowledgeDistillationSingleStageDetector with an LDHead, "
@@ -137,7 +54,11 @@ def build_baseline(method: str, distill_cfg: dict, student_cfg: dict, teacher_cf
         )
     if method not in LOSSES:
         raise unknown_name("KD baseline", method, LOSSES)
-    params = method_params(method, detector, distill_cfg.get("method_params"))
+    params = {k: distill_cfg[k] for k in D.baseline_knobs(method)}
+    missing = [k for k, v in params.items() if v is None]
+    if missing:
+        raise ConfigError(f"distill section of {method!r} is not resolved ({', '.join(missing)} null); "
+                          "pass it through pgd.config.run.resolve_run")
     return LOSSES[method](params, student_cfg, teacher_cfg, detector)
 
 

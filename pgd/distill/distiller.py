@@ -38,8 +38,11 @@ class PGDDistiller(BaseDetector):
     def __init__(self, detector: str, student: dict, teacher: dict, distill: dict,
                  teacher_checkpoint: str | None = None, data_preprocessor=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        from pgd.distill.config import parse_distill
+
         self.detector_name = detector
-        self.distill_cfg = dict(distill)
+        self.distill = parse_distill(distill)  # the resolved section, typed again at this edge
+        self.distill_cfg = self.distill.dump()
         self.teacher_checkpoint = teacher_checkpoint
         self.student = MODELS.build(student)
         self.teacher = MODELS.build(teacher)
@@ -47,18 +50,18 @@ class PGDDistiller(BaseDetector):
         self.teacher.eval()
         self.s_adapter = make_adapter(detector, self.student)
         self.t_adapter = make_adapter(detector, self.teacher)
-        align = nn.ModuleDict()
-        for branch in self.distill_cfg["branches"]:
-            cs, ct = _channels(student, branch), _channels(teacher, branch)
-            if cs != ct:
-                for lvl in range(len(self.distill_cfg["level_weights"])):
-                    align[f"{branch}_{lvl}"] = nn.Conv2d(cs, ct, 1)
-        method = self.distill_cfg.get("method", "pgd")
+        method = self.distill.method
         if method != "pgd":
             from pgd.distill.baselines import build_baseline
 
             self.kd = build_baseline(method, self.distill_cfg, student, teacher, detector)
         else:
+            align = nn.ModuleDict()
+            for branch in self.distill.branches:
+                cs, ct = _channels(student, branch), _channels(teacher, branch)
+                if cs != ct:
+                    for lvl in range(len(self.distill.level_weights)):
+                        align[f"{branch}_{lvl}"] = nn.Conv2d(cs, ct, 1)
             self.kd = PGDLoss(self.distill_cfg, align)
         self._renorm = self._renorm_params(student.get("data_preprocessor"), teacher.get("data_preprocessor"))
         self._register_state_dict_hook(_drop_teacher_keys)
@@ -106,7 +109,7 @@ class PGDDistiller(BaseDetector):
         else:
             self.teacher.init_weights()
             logger.warning("the teacher has random weights (allow_random_teacher): tests/benchmarks only")
-        if self.distill_cfg.get("inherit_teacher_neck_head"):
+        if self.distill.inherit_teacher_neck_head:
             self._inherit_neck_head(logger)
         self.teacher.requires_grad_(False)
         self.teacher.eval()

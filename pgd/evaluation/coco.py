@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pgd.config.names import COCO_METRICS as KEYS  # noqa: E402
 from pgd.errors import AnnotationError, unknown_name
 
-KEYS = ("AP", "AP50", "AP75", "APS", "APM", "APL")
 IOU_TYPES = ("bbox", "segm")
 
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
 
 from ray.tune import Callback
 
-from pgd.evaluation.coco import KEYS as COCO_KEYS
-from pgd.paths import home
+from pgd.config.names import REPORTED_METRICS
+from pgd.plan.checks import default_tracking_uri  # noqa: F401  (re-exported)
 
 TAG_SWEEP = "pgd.sweep_id"
 TAG_TRIAL = "pgd.trial_id"
@@ -28,12 +27,8 @@ TAG_ROLE = "pgd.role"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_LOGGED = "pgd.setup_logged"  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
-METRIC_KEYS = (*COCO_KEYS, "MR", "JI", "AP_crowdhuman", "latency_ms")
+METRIC_KEYS = REPORTED_METRICS
 METRIC_PREFIXES = ("train/",)
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 
 
 def client(tracking_uri: str):
@@ -116,17 +111,34 @@ def _finite(v: float) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def describe_trial(trial) -> tuple[str, dict, dict, dict]:
+    """How a planned trial looks in MLflow: (run name, params, resolved config, tags). The
+    params are the trial's resolved run config, flattened (``schedule.epochs``, ...): exactly
+    what it trains."""
+    resolved = trial.run.dump()
+    params = {k: v for k, v in flatten(resolved).items() if k != "work_dir"}
+    res = trial.resources
+    tags = {"pgd.method": trial.method, "pgd.model": trial.run.model, "pgd.seed": trial.seed,
+            "pgd.cpus": f"{res.trial_cpus():g}", "pgd.gpus": f"{res.trial_gpus():g}"}
+    if trial.teacher_hash:
+        tags["pgd.teacher_hash"] = trial.teacher_hash
+    if trial.teacher_model:
+        tags["pgd.teacher"] = trial.teacher_model
+    for k, v in trial.overrides.items():
+        tags[f"pgd.axis.{k}"] = v
+    return trial.name, params, resolved, tags
+
+
 class MLflowSweepCallback(Callback):
-    """Tune callback: one nested MLflow run per trial id, restore-safe."""
+    """Tune callback: one nested MLflow run per planned trial (tag ``pgd.trial_id`` = the
+    plan's trial key), restore-safe."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
-                 describe_trial, sweep_dir: str, role: str = "trial"):
-        self.sweep_dir = sweep_dir
+                 role: str = "trial"):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
-        self.describe_trial = describe_trial  # trial config -> (name, params, resolved config, tags)
         self.role = role
         self._client = None
         self._runs: dict[str, str] = {}
@@ -145,11 +157,14 @@ class MLflowSweepCallback(Callback):
 
     # -------------------------------------------------------------- run lookup
     def run_id(self, trial) -> str:
+        from pgd.sweep.trial import trial_plan
+
+        plan = trial_plan(trial.config)
         tid = trial.trial_id
         if tid in self._runs:
             return self._runs[tid]
-        existing = find_run(self.client, self.experiment_id, {TAG_SWEEP: self.sweep_id, TAG_TRIAL: tid})
-        name, params, resolved, tags = self.describe_trial(trial.config)
+        existing = find_run(self.client, self.experiment_id, {TAG_SWEEP: self.sweep_id, TAG_TRIAL: plan.key})
+        name, params, resolved, tags = describe_trial(plan)
         if existing is not None:
             rid = existing.info.run_id
             if existing.info.status != "RUNNING":
@@ -159,8 +174,9 @@ class MLflowSweepCallback(Callback):
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=name,
-                tags={TAG_SWEEP: self.sweep_id, TAG_TRIAL: tid, TAG_ROLE: self.role,
-                      TAG_PARENT: self.parent_run_id, **{k: str(v) for k, v in tags.items()}},
+                tags={TAG_SWEEP: self.sweep_id, TAG_TRIAL: plan.key, TAG_ROLE: self.role,
+                      TAG_PARENT: self.parent_run_id, "pgd.tune_trial_id": tid,
+                      "pgd.work_dir": plan.run.work_dir, **{k: str(v) for k, v in tags.items()}},
             )
             rid, complete = run.info.run_id, False
         if not complete:  # also when a killed driver created the run but logged nothing more
@@ -172,11 +188,8 @@ class MLflowSweepCallback(Callback):
 
     # -------------------------------------------------------------- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
-        from pgd.sweep.trial import trial_work_dir
-
-        rid = self.run_id(trial)
+        self.run_id(trial)
         self._started.setdefault(trial.trial_id, time.time())
-        self.client.set_tag(rid, "pgd.work_dir", str(trial_work_dir(self.sweep_dir, trial.trial_id)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric

@@ -2,8 +2,10 @@
 trainer cannot be handed to ``Tuner`` on Ray 2.60), whose workers run the platform's training
 pipeline under DDP (gloo on CPU, nccl on GPU).
 
-Metrics flow worker -> ``ray.train.report`` -> ``TuneReportCallback`` -> Tune. The Train run
-is named after the Tune trial id under ``<sweep>/train``: a trial restarted with the same
+The Tune config of a trial is ``{"trial": TrialPlan}`` (grid and Optuna trials alike): the
+resolved run it trains, its resources and its role. Nothing here derives a run from the space.
+Metrics flow worker -> ``ray.train.report`` -> ``TuneReportCallback`` -> Tune. The Train run is
+named after the trial's plan key under ``<sweep>/train``: a trial restarted with the same
 storage path and name resumes from its last reported checkpoint.
 """
 
@@ -16,20 +18,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-TEACHER = "teacher"
-TRIAL = "trial"
+from pgd.config.loading import validate
+from pgd.plan.plan import TrialPlan
 
 
 @dataclass
 class SweepContext:
-    """What every trial of a sweep needs besides its own overrides (picklable)."""
+    """What every trial of a sweep needs besides its own plan (picklable)."""
 
     name: str
     sweep_dir: str  # absolute
     home: str  # absolute PGD_HOME for the workers
-    space: dict  # the SpaceSpec as a dict
-    teacher_checkpoints: dict  # teacher model name -> checkpoint path
-    latency_images: int = 10
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -44,52 +43,40 @@ def _short_reason(exc: BaseException) -> str:
     return (errs[-1] if errs else (lines[-1] if lines else type(exc).__name__))[:500]
 
 
-def trial_work_dir(sweep_dir: str | Path, trial_id: str) -> Path:
-    """Where a trial's mmengine work dir lives (checkpoints, logs, metrics.jsonl)."""
-    return Path(sweep_dir) / "trials" / trial_id / "work"
-
-
 class TrialFailed(RuntimeError):
     """A trial's training failed; the message is the reason, recorded in MLflow."""
 
 
+def trial_plan(config: dict) -> TrialPlan:
+    """The TrialPlan of a Tune config (``{"trial": ...}``; Optuna adds its own flat keys)."""
+    return validate(TrialPlan, config["trial"], "Tune trial config", "trial")
+
+
 def trial_fn(config: dict, ctx: SweepContext) -> None:
     """The Tune trainable (function API)."""
-    import ray.train
-    from ray import tune
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pgd.configs import from_dict
-    from pgd.sweep.space import ResourcesSpec, SpaceSpec, trial_run_config_with_teacher
+    run_trial(trial_plan(config), ctx, callbacks=[TuneReportCallback()])
 
-    spec = from_dict(SpaceSpec, ctx.space, "space")
-    overrides = dict(config.get("trial", config))
-    role = overrides.pop("_role", TRIAL)
-    res = from_dict(ResourcesSpec, overrides.pop("_resources"), "resources") if "_resources" in overrides \
-        else spec.resources
-    trial_id = tune.get_context().get_trial_id()
-    if role == TEACHER:
-        run = dict(overrides.pop("_run"))
-        teacher_out = overrides.pop("_teacher_dir")
-    else:
-        run = trial_run_config_with_teacher(spec, overrides, ctx.teacher_checkpoints)
-        teacher_out = None
-    run["work_dir"] = str(trial_work_dir(ctx.sweep_dir, trial_id))
-    run.setdefault("latency_images", ctx.latency_images)
+
+def run_trial(trial: TrialPlan, ctx: SweepContext, callbacks: list | None = None) -> None:
+    """Train one planned trial with Ray Train (also callable without Tune)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    res = trial.resources
     use_gpu = res.gpus_per_worker > 0
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=dict(run=run, role=role, teacher_out=teacher_out, home=ctx.home,
-                               cpus_per_worker=res.cpus_per_worker),
+        train_loop_config=dict(trial=trial.dump(), home=ctx.home),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
-            name=trial_id,
+            name=trial.key,
             storage_path=str(Path(ctx.sweep_dir) / "train"),
-            callbacks=[TuneReportCallback()],
+            callbacks=list(callbacks or []),
             failure_config=ray.train.FailureConfig(max_failures=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
@@ -106,7 +93,8 @@ def train_worker(cfg: dict) -> None:
     import torch
 
     os.environ["PGD_HOME"] = cfg["home"]
-    threads = max(1, round(cfg.get("cpus_per_worker") or 1))  # Ray's CPUs are logical: match them
+    trial = TrialPlan.model_validate(cfg["trial"])
+    threads = max(1, round(trial.resources.cpus_per_worker))  # Ray's CPUs are logical: match them
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if torch.cuda.is_available():
@@ -114,12 +102,11 @@ def train_worker(cfg: dict) -> None:
 
         torch.cuda.set_device(ray.train.torch.get_device())
     import pgd.sweep.ray_hook  # noqa: F401  (registers RayReportHook)
-    from pgd.training.runconfig import run_config
     from pgd.training.trainer import train
 
     ctx = ray.train.get_context()
     world = ctx.get_world_size()
-    run = run_config(cfg["run"])
+    run = trial.run
     work_dir = Path(run.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     resume_from = None
@@ -138,8 +125,8 @@ def train_worker(cfg: dict) -> None:
     final["best_checkpoint"] = str(result.get("best_checkpoint") or "")
     final["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     final["world_size"] = world
-    if ctx.get_world_rank() == 0 and cfg.get("teacher_out"):
-        _publish_teacher(result, work_dir, Path(cfg["teacher_out"]))
+    if ctx.get_world_rank() == 0 and trial.publish_dir:
+        _publish_teacher(result, work_dir, Path(trial.publish_dir))
     ray.train.report(final)
 
 

@@ -1,8 +1,4 @@
-"""Training pipeline: run configuration -> mmengine Runner -> COCO metrics."""
-
-from pgd.training.runconfig import DataConfig, RunConfig, ScheduleConfig, ShapesConfig, run_config
-
-__all__ = ["DataConfig", "RunConfig", "ScheduleConfig", "ShapesConfig", "run_config", "train", "evaluate"]
+"""Training pipeline: a resolved run configuration -> mmengine Runner -> COCO metrics."""
 
 
 def train(*args, **kwargs):
@@ -15,3 +11,6 @@ def evaluate(*args, **kwargs):
     from pgd.training.trainer import evaluate as _evaluate
 
     return _evaluate(*args, **kwargs)
+
+
+__all__ = ["train", "evaluate"]

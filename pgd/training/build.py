@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 from mmengine.config import Config
 
-from pgd.paths import resolve
+from pgd.config.run import RunConfig, ScheduleConfig
 from pgd.training.data import DataFiles, dataloaders, resolve_data
-from pgd.training.runconfig import RunConfig, ScheduleConfig
 
 
 def effective_lr(schedule: ScheduleConfig, world_size: int = 1) -> float:
@@ -31,12 +30,8 @@ def model_section(run: RunConfig, files: DataFiles) -> dict:
         from pgd.distill.config import distiller_model_config
 
         return distiller_model_config(run, num_classes=len(files.classes))
-    return model_config(
-        run.model,
-        len(files.classes),
-        backbone_checkpoint=str(resolve(run.backbone_checkpoint)) if run.backbone_checkpoint else None,
-        frozen_backbone_bn=run.schedule.frozen_backbone_bn,
-    )
+    return model_config(run.model, len(files.classes), backbone_checkpoint=run.backbone_checkpoint,
+                        frozen_backbone_bn=run.schedule.frozen_backbone_bn)
 
 
 def build_config(
@@ -47,7 +42,10 @@ def build_config(
     files: DataFiles | None = None,
     extra_hooks: list | None = None,
 ) -> Config:
-    """The complete mmengine config of a run."""
+    """The complete mmengine config of a (resolved) run."""
+    from pgd.config.run import resolve_run
+
+    run = resolve_run(run)
     files = files or resolve_data(run.data)
     sch = run.schedule
     cuda = use_cuda(run)
@@ -55,7 +53,7 @@ def build_config(
         default_scope="mmdet",
         custom_imports=dict(imports=["pgd.integration"], allow_failed_imports=False),
         model=model_section(run, files),
-        work_dir=str(resolve(run.work_dir)),
+        work_dir=run.work_dir,
         **dataloaders(run.data, files, sch, run.seed),
         train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=sch.epochs, val_interval=sch.val_interval),
         val_cfg=dict(type="ValLoop"),
@@ -95,7 +93,7 @@ def build_config(
         log_processor=dict(type="LogProcessor", window_size=sch.log_interval, by_epoch=True),
         log_level="INFO",
         launcher=launcher,
-        load_from=str(resolve(run.load_from)) if run.load_from else None,
+        load_from=run.load_from,
         resume=False,
         visualizer=dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")],
                         name="visualizer"),

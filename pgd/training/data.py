@@ -6,22 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgd.config.run import DataConfig, RunConfig, ScheduleConfig
 from pgd.errors import ConfigError
-from pgd.paths import home, resolve
-from pgd.training.runconfig import DataConfig, ScheduleConfig
-
-COCO_LAYOUT = {
-    "train_ann": "annotations/instances_train2017.json",
-    "train_img": "train2017",
-    "val_ann": "annotations/instances_val2017.json",
-    "val_img": "val2017",
-}
-SHAPES_LAYOUT = {
-    "train_ann": "annotations/instances_train.json",
-    "train_img": "train",
-    "val_ann": "annotations/instances_val.json",
-    "val_img": "val",
-}
 
 
 @dataclass(frozen=True)
@@ -33,37 +19,60 @@ class DataFiles:
     classes: tuple[str, ...]
 
 
-def shapes_root(data: DataConfig) -> Path:
-    s = data.shapes
-    default = f"data/shapes-{s.size}px-{s.train}-{s.val}-s{s.seed}"
-    return resolve(data.root or default)
+def _resolved(data: DataConfig) -> DataConfig:
+    if data.train_ann is None or data.root is None:  # not resolved yet
+        from pgd.config.run import resolve_run
+
+        return resolve_run(RunConfig(data=data)).data
+    return data
 
 
-def resolve_data(data: DataConfig, *, generate: bool = True) -> DataFiles:
-    """Absolute file paths of a data section; generates the shapes data on first use."""
+def data_classes(data: DataConfig) -> tuple[str, ...]:
+    """Class names in label order (shapes: the generator's; else the train annotations')."""
+    if data.kind == "shapes":
+        from pgd.data.shapes import CLASSES
+
+        return tuple(CLASSES)
     from pgd.data.validate import coco_categories
 
-    if data.kind == "shapes":
-        root = shapes_root(data)
-        if generate:
-            from pgd.data.shapes import ensure_shapes
+    return tuple(coco_categories(_resolved(data).train_ann))
 
-            s = data.shapes
-            ensure_shapes(root, s.train, s.val, s.size, s.seed)
-        layout = SHAPES_LAYOUT
-    else:
-        root = resolve(data.root) if data.root else home()
-        layout = COCO_LAYOUT
-    paths = {k: resolve(getattr(data, k) or layout[k], root) for k in layout}
+
+def check_data_files(data: DataConfig) -> None:
+    """The data a run reads exists: COCO / CrowdHuman files and folders; shapes either absent
+    (generated on first use) or made with the same parameters (never silently replaced)."""
+    data = _resolved(data)
+    if data.kind == "shapes":
+        from pgd.data.shapes import check_shapes_replaceable
+
+        s = data.shapes
+        check_shapes_replaceable(data.root, s.train, s.val, s.size, s.seed)
+        return
     for key in ("train_ann", "val_ann"):
-        if not paths[key].is_file():
-            raise ConfigError(
-                f"data.{key}: annotation file {paths[key]} does not exist; check data.root "
-                f"({root}) or set data.{key}"
-            )
+        p = Path(getattr(data, key))
+        if not p.is_file():
+            raise ConfigError(f"data.{key}: annotation file {p} does not exist; check data.root "
+                              f"({data.root}) or set data.{key}")
     for key in ("train_img", "val_img"):
-        if not paths[key].is_dir():
-            raise ConfigError(f"data.{key}: image folder {paths[key]} does not exist")
+        p = Path(getattr(data, key))
+        if not p.is_dir():
+            raise ConfigError(f"data.{key}: image folder {p} does not exist")
+
+
+def resolve_data(data: DataConfig, *, overwrite: bool = False) -> DataFiles:
+    """Absolute file paths of a data section; generates the shapes data on first use (an
+    existing different data set is replaced only with ``overwrite``)."""
+    from pgd.data.validate import coco_categories
+
+    data = _resolved(data)
+    if data.kind == "shapes":
+        from pgd.data.shapes import ensure_shapes
+
+        s = data.shapes
+        ensure_shapes(data.root, s.train, s.val, s.size, s.seed, overwrite=overwrite)
+    else:
+        check_data_files(data)
+    paths = {k: Path(getattr(data, k)) for k in ("train_ann", "train_img", "val_ann", "val_img")}
     classes = tuple(coco_categories(paths["train_ann"]))
     val_classes = tuple(coco_categories(paths["val_ann"]))
     if classes != val_classes:
@@ -104,8 +113,8 @@ def _pipelines(schedule: ScheduleConfig):
 def dataloaders(data: DataConfig, files: DataFiles, schedule: ScheduleConfig, seed: int) -> dict:
     """train_dataloader / val_dataloader / val_evaluator entries of an mmengine config."""
     train_pipe, test_pipe = _pipelines(schedule)
-    filter_empty = data.filter_empty_gt if data.filter_empty_gt is not None else data.kind != "shapes"
-    allow_outside = data.allow_outside if data.allow_outside is not None else data.kind == "crowdhuman"
+    data = _resolved(data)
+    filter_empty, allow_outside = data.filter_empty_gt, data.allow_outside
     common = dict(
         type="PGDCocoDataset",
         metainfo=dict(classes=files.classes),

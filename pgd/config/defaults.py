@@ -1,0 +1,90 @@
+"""Every default the platform resolves, in one place (plain Python: the core imports it too).
+
+A config key whose documented default is ``null`` means "the per-detector (or per-data-kind,
+or derived) default"; :func:`pgd.config.run.resolve_run` replaces every such ``null`` with the
+value below, so what a model gets is what MLflow records.
+
+Sources: ``shared/spec/pgd-method.md`` (PGD, the released configs) and
+``shared/spec/kd-baselines.md`` / docs/baselines.md (the KD baselines).
+"""
+
+from __future__ import annotations
+
+# ----------------------------------------------------------------------------- PGD (spec 5)
+#: detector -> alpha (fg weight), tau (attention temperature), k (top-K) of the released configs
+PGD_DEFAULTS: dict[str, dict] = {
+    "atss": dict(alpha=0.08, tau=0.8, k=9),
+    "ddod": dict(alpha=0.08, tau=0.8, k=30),
+    "gfl": dict(alpha=0.04, tau=0.8, k=30),
+    "fcos": dict(alpha=0.04, tau=0.8, k=30),
+    "autoassign": dict(alpha=0.08, tau=0.4, k=30),
+}
+#: (detector, data kind) overrides of PGD_DEFAULTS
+PGD_DATA_OVERRIDES: dict[tuple[str, str], dict] = {("ddod", "crowdhuman"): dict(alpha=0.001)}
+BETA_OVER_ALPHA = 0.5  # beta = alpha / 2
+GAMMA_OVER_ALPHA = 1.6  # gamma = 1.6 alpha
+DELTA = 8e-4  # attention weight
+XI_CLS = 0.8  # quality exponent of the classification mask
+XI_REG = 0.6  # ... of the regression mask
+LEVEL_WEIGHTS = (1.0, 1.25, 1.5, 1.75, 2.0)  # P3..P7
+#: foreground strategy parameters the paper leaves open (docs/core.md)
+BOX_GAUSS_SIGMA = 1.0 / 6.0  # TADF-style Gaussian: std = sigma * (w, h), +-3 std spans the box
+CENTRE_RATIO = 0.2  # central 0.2w x 0.2h region
+
+
+def pgd_defaults(detector: str, data_kind: str = "coco") -> dict:
+    """alpha, tau, k of PGD for a student detector on a data kind."""
+    out = dict(PGD_DEFAULTS[detector])
+    out.update(PGD_DATA_OVERRIDES.get((detector, data_kind), {}))
+    return out
+
+
+# ----------------------------------------------------------------------------- KD baselines
+# FGD's released configs: GFL / RetinaNet (anchor-based heads) and FCOS (anchor-free heads).
+_FGD_ANCHOR_BASED = dict(temp=0.5, alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6)
+_FGD_ANCHOR_FREE = dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6)
+# FRS's released configs: GFL (used for the ATSS-style single-anchor heads too) and FCOS.
+_FRS_GFL = dict(w_feat=0.1, w_cls=0.05, ramp_iters=500)
+_FRS_FCOS = dict(w_feat=0.01, w_cls=0.05, ramp_iters=500)
+# DeFeat's released config (Faster R-CNN FPN neck: hint_neck_w 3, hint_neck_back_w 12).
+_DEFEAT = dict(w_fg=3.0, w_bg=12.0, finest_scale=56.0)
+_FGFI = dict(weight=0.01, iou_ratio=0.5)  # FGFI paper / code: imitation weight 0.01, psi 0.5
+_FKD = dict(temp=0.1, w_feat=4.2e-4, w_channel=0.024, w_spatial=0.024, w_relation=4.2e-4)  # 7e-5*6, 4e-3*6
+_LD = dict(weight=0.25, temperature=10.0)  # mmdet's LD configs (KnowledgeDistillationKLDivLoss)
+
+#: method -> detector -> default knobs; a detector absent from a method's table is one the
+#: method does not apply to (FGFI: anchor-based ATSS and DDOD; LD: GFL). The keys of a
+#: method's entries are that method's config keys (``distill.<key>``).
+BASELINE_DEFAULTS: dict[str, dict[str, dict]] = {
+    "fgd": {"atss": _FGD_ANCHOR_BASED, "ddod": _FGD_ANCHOR_BASED, "gfl": _FGD_ANCHOR_BASED,
+            "fcos": _FGD_ANCHOR_FREE, "autoassign": _FGD_ANCHOR_FREE},
+    "defeat": {d: _DEFEAT for d in ("atss", "fcos", "gfl", "ddod", "autoassign")},
+    "frs": {"atss": _FRS_GFL, "ddod": _FRS_GFL, "gfl": _FRS_GFL, "fcos": _FRS_FCOS, "autoassign": _FRS_FCOS},
+    "fgfi": {"atss": _FGFI, "ddod": _FGFI},
+    "fkd": {d: _FKD for d in ("atss", "fcos", "gfl", "ddod", "autoassign")},
+    "ld": {"gfl": _LD},
+}
+#: value rules of the baseline knobs (every other number: finite and >= 0)
+POSITIVE_KNOBS = frozenset({"temp", "temperature", "finest_scale"})  # > 0
+RATIO_KNOBS = frozenset({"iou_ratio"})  # (0, 1]
+
+
+def baseline_knobs(method: str) -> dict:
+    """``{key: a default value}`` of a KD baseline's knobs (the first detector's: types only)."""
+    return dict(next(iter(BASELINE_DEFAULTS[method].values())))
+
+
+# ----------------------------------------------------------------------------- schedules
+#: the 1x recipe's learning-rate steps, as fractions of the epochs (8 and 11 of 12)
+LR_STEP_FRACTIONS = (8 / 12, 11 / 12)
+
+
+def default_lr_steps(epochs: int) -> list[int]:
+    """Epochs where the lr drops under the 1x recipe scaled to ``epochs``: ``floor(f * epochs)``
+    for f in 2/3 and 11/12, dropping zeros and repeats (12 -> [8, 11], 6 -> [4, 5], 1 -> [])."""
+    out: list[int] = []
+    for f in LR_STEP_FRACTIONS:
+        s = int(f * epochs + 1e-9)
+        if s >= 1 and s not in out:
+            out.append(s)
+    return out
