@@ -52,3 +52,58 @@ def build_distiller(student: str, teacher: str, num_classes: int = 6, *, train: 
 def total_loss(losses: dict) -> torch.Tensor:
     """Sum of every ``*loss*`` entry of a detector's loss dict (lists summed too)."""
     return sum(v if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items() if "loss" in k)
+
+
+def example_sweep() -> tuple[list[dict], dict[str, dict[int, float]]]:
+    """A synthetic paper-scale sweep for the reporting tests and ``docs/reporting.md``: an
+    ATSS-R101 teacher and ATSS-R50 students over seeds 0-2 (plain, PGD pgw, PGD box, FGD, and
+    an LD row trained 24 epochs instead of 12). Returns the records of a run frame (see
+    :func:`pgd.reporting.tables.frame_from_records`) and ``{run_id: {epoch: AP}}`` histories.
+    The numbers are made up; the paired gains are fixed per seed so the statistics are known.
+    """
+    import math
+
+    import numpy as np
+
+    student = {0: 39.4, 1: 39.9, 2: 39.5}
+    rows = [  # (method, strategy, per-seed gain over the student, epochs)
+        ("pgd", "pgw", {0: 4.6, 1: 4.8, 2: 4.5}, 12),
+        ("pgd", "box", {0: 0.9, 1: -0.3, 2: 0.7}, 12),
+        ("fgd", None, {0: 3.0, 1: 3.4, 2: 2.7}, 12),
+        ("ld", None, {0: 1.2, 1: 1.5, 2: 1.1}, 24),
+    ]
+    rng = np.random.default_rng(0)
+    records, histories = [], {}
+
+    def add(model, seed, ap, *, role="trial", method=None, strategy=None, epochs=12, teacher=True):
+        rid = f"run{len(records):02d}"
+        params = {"model": model, "seed": seed, "data.kind": "coco", "data.root": "data/coco",
+                  "data.val_ann": "annotations/instances_val2017.json", "schedule.epochs": epochs,
+                  "schedule.batch_size": 2, "schedule.base_lr": 0.02, "schedule.lr_steps": "[8, 11]",
+                  "schedule.img_scale": "[1333, 800]", "schedule.multiscale": "None",
+                  "distill.method": method, "distill.strategy": strategy}
+        if role == "teacher":
+            params.update({"schedule.multiscale": "[480, 960]", "schedule.lr_steps": "[28, 34]"})
+        hours = epochs / 12 * (11.0 if "r101" in model else 8.0) * (1.3 if method else 1.0)
+        tags = {"pgd.duration_s": f"{hours * 3600 / 8:.1f}", "pgd.gpus": "8", "pgd.cpus": "64",
+                "pgd.world_size": "8"}
+        if role == "teacher" or (method and teacher):
+            tags["pgd.teacher_hash"] = "3f9c2a1b"
+        rec = {f"param.{k}": (str(v) if v is not None else "None") for k, v in params.items()}
+        rec.update({f"tag.{k}": v for k, v in tags.items()})
+        offsets = {"AP": 0.0, "AP50": 17.6, "AP75": 3.1, "APS": -16.2, "APM": 3.8, "APL": 11.5}
+        rec.update({k: round(ap + o + float(rng.normal(0, 0.2)) * (k != "AP"), 1) for k, o in offsets.items()})
+        rec.update(run_id=rid, run_name=f"{method or role} seed={seed}", status="FINISHED", role=role)
+        records.append(rec)
+        scale = 1 - math.exp(-epochs / 4)
+        histories[rid] = {e: round(ap * (1 - math.exp(-e / 4)) / scale + float(rng.normal(0, 0.15)), 2)
+                          for e in range(1, epochs + 1)}
+        histories[rid][epochs] = ap
+
+    add("atss_r101", 0, 45.5, role="teacher", epochs=36)
+    for seed, ap in student.items():
+        add("atss_r50", seed, ap)
+    for method, strategy, gain, epochs in rows:
+        for seed, ap in student.items():
+            add("atss_r50", seed, round(ap + gain[seed], 1), method=method, strategy=strategy, epochs=epochs)
+    return records, histories
