@@ -5,7 +5,8 @@ The ground truth is handed to TIDE the way its own COCO loader does it: every im
 registered (so detections on images without objects count as background errors), class
 names come from the categories, ``iscrowd`` boxes become class-specific ignore regions
 (a detection of that class whose intersection over its own area with the region exceeds
-``pos_thr`` is ignored). Detections go in as given, at most ``max_dets`` per image.
+``pos_thr`` is ignored: it enters no AP and so no dAP, but tidecv still counts it among the
+errors, usually as ``Bkg``, in ``counts``). Detections go in as given, at most ``max_dets`` per image.
 
 TIDE reports, at IoU ``pos_thr`` (0.5, as in the paper), its own AP50 (COCO-style
 101-point interpolation, mean over classes) and for each error type the AP50 points gained
