@@ -6,6 +6,7 @@ Equations and conventions: docs/core.md (spec: pgd-method.md sections 2-6).
 
 from .attention import channel_attention, spatial_attention
 from .losses import pgd_cls_loss, pgd_cls_loss_terms, pgd_reg_loss, pgd_reg_loss_terms
+from .maskout import MASKOUT_MODES, maskout_counts, maskout_positions
 from .pgw import (
     PINV_RTOL,
     TOPK_SCOPES,
@@ -20,6 +21,7 @@ from .strategies import BOX_GAUSS_SIGMA, CENTRE_RATIO, STRATEGIES, foreground_we
 __all__ = [
     "BOX_GAUSS_SIGMA",
     "CENTRE_RATIO",
+    "MASKOUT_MODES",
     "PINV_RTOL",
     "STRATEGIES",
     "TOPK_SCOPES",
@@ -29,6 +31,8 @@ __all__ = [
     "foreground_weights",
     "inside_mask",
     "level_normalize",
+    "maskout_counts",
+    "maskout_positions",
     "max_over_anchors",
     "pgd_cls_loss",
     "pgd_cls_loss_terms",
