@@ -5,7 +5,10 @@
 distiller)``: it builds each method's masks from the GT boxes / the teacher's outputs, runs
 the trainable parts (adapt convs, FGD's GcBlocks, FKD's non-local blocks and adapters, all
 created in ``__init__`` so the optimizer sees them) and calls the math in
-:mod:`pgd.core.baselines`. It returns ``{"loss_<method>_<term>": tensor}``.
+:mod:`pgd.core.baselines` (CrossKD: :mod:`pgd.core.crosskd`, its head plumbing in
+:mod:`pgd.distill.crosskd`). It returns ``{"loss_<method>_<term>": tensor}``. A module with an
+``attach(s_adapter, t_adapter)`` method (CrossKD) is attached to the distiller's adapters
+once both detectors are built.
 
 LD is not built here: it is MMDetection's own ``KnowledgeDistillationSingleStageDetector`` +
 ``LDHead`` (see :func:`pgd.distill.config.distiller_model_config`). Its defaults live in the
@@ -42,20 +45,37 @@ from pgd.errors import ConfigError, unknown_name
 
 DETECTORS = ("atss", "ddod", "gfl", "fcos", "autoassign")
 
+# Conventions of the authors' code that we change on purpose are named knobs (docs/baselines.md
+# lists each with the line of the code it departs from); a knob's default is stated here.
+# FGD: boxes mapped with the padded batch input shape (departure: the code uses img_shape);
+# cells floor(x1)..ceil(x2) inclusive and the unclipped box area (the code's).
+_FGD_CONVENTIONS = dict(padded_shape=True, inclusive_cells=True, clipped_area=False)
 # FGD's released configs: GFL / RetinaNet (anchor-based heads) and FCOS (anchor-free heads).
-_FGD_ANCHOR_BASED = dict(temp=0.5, alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6)
-_FGD_ANCHOR_FREE = dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6)
-# FRS's released configs: GFL (used for the ATSS-style single-anchor heads too) and FCOS.
-_FRS_GFL = dict(w_feat=0.1, w_cls=0.05, ramp_iters=500)
-_FRS_FCOS = dict(w_feat=0.01, w_cls=0.05, ramp_iters=500)
+_FGD_ANCHOR_BASED = dict(temp=0.5, alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6, **_FGD_CONVENTIONS)
+_FGD_ANCHOR_FREE = dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6, **_FGD_CONVENTIONS)
+# FRS's released configs: GFL (used for the ATSS-style single-anchor heads too) and FCOS; the
+# cls BCE on probabilities with torch's log clamp, as the code (bce_from_logits: the exact BCE).
+_FRS_GFL = dict(w_feat=0.1, w_cls=0.05, ramp_iters=500, bce_from_logits=False)
+_FRS_FCOS = dict(w_feat=0.01, w_cls=0.05, ramp_iters=500, bce_from_logits=False)
 # DeFeat's released config (Faster R-CNN FPN neck: hint_neck_w 3, hint_neck_back_w 12).
 _DEFEAT = dict(w_fg=3.0, w_bg=12.0, finest_scale=56.0)
-_FGFI = dict(weight=0.01, iou_ratio=0.5)  # FGFI paper / code: imitation weight 0.01, psi 0.5
-_FKD = dict(temp=0.1, w_feat=4.2e-4, w_channel=0.024, w_spatial=0.024, w_relation=4.2e-4)  # 7e-5*6, 4e-3*6
+# FGFI code: imitation weight 0.01 (--ilw), psi 0.5, no imitation for the first 400 iterations
+# (--ws), the +1-pixel IoU; 0 instead of the code's 0/0 NaN for a batch without GT (departure).
+_FGFI = dict(weight=0.01, iou_ratio=0.5, warm_iters=400, legacy_iou=True, zero_without_gt=True)
+# FKD code: 7e-5*6, 4e-3*6, t = 0.1; the feature term weighted by both attention masks.
+_FKD = dict(temp=0.1, w_feat=4.2e-4, w_channel=0.024, w_spatial=0.024, w_relation=4.2e-4, channel_mask=True)
 _LD = dict(weight=0.25, temperature=10.0)  # mmdet's LD configs (KnowledgeDistillationKLDivLoss)
+# CrossKD's released R101 -> R50 configs (configs/crosskd/*, configs/crosskd+pkd/*): reused head
+# layer, KD-QFL (beta 1) weight, box-KD weight, ATSS's centerness KD, PKD's weight (pkd: on/off).
+_CROSSKD_COMMON = dict(beta=1.0, pkd=False, pre_activation=False)
+_CROSSKD_GFL = dict(reused_head_idx=3, w_cls=1.0, w_reg=4.0, kl_temp=1.0, w_pkd=6.0, **_CROSSKD_COMMON)
+_CROSSKD_ATSS = dict(reused_head_idx=3, w_cls=1.0, w_reg=1.0, w_center=1.0, w_pkd=1.0, **_CROSSKD_COMMON)
+_CROSSKD_FCOS = dict(reused_head_idx=2, w_cls=0.4, w_reg=0.75, w_pkd=2.0, **_CROSSKD_COMMON)
 
 #: method -> detector -> default ``method_params``; a detector absent from a method's table
-#: is one the method does not apply to (FGFI: anchor-based ATSS and DDOD; LD: GFL).
+#: is one the method does not apply to (FGFI: anchor-based ATSS and DDOD; LD: GFL; CrossKD:
+#: the heads its code supports among ours, GFL, ATSS and FCOS). A key absent from a
+#: detector's entry does not apply to that detector (CrossKD's recipes differ per head).
 BASELINE_DEFAULTS: dict[str, dict[str, dict]] = {
     "fgd": {"atss": _FGD_ANCHOR_BASED, "ddod": _FGD_ANCHOR_BASED, "gfl": _FGD_ANCHOR_BASED,
             "fcos": _FGD_ANCHOR_FREE, "autoassign": _FGD_ANCHOR_FREE},
@@ -64,20 +84,27 @@ BASELINE_DEFAULTS: dict[str, dict[str, dict]] = {
     "fgfi": {"atss": _FGFI, "ddod": _FGFI},
     "fkd": {d: _FKD for d in DETECTORS},
     "ld": {"gfl": _LD},
+    "crosskd": {"gfl": _CROSSKD_GFL, "atss": _CROSSKD_ATSS, "fcos": _CROSSKD_FCOS},
 }
 BASELINES = tuple(BASELINE_DEFAULTS)
 
 _POSITIVE = {"temp", "temperature", "finest_scale"}  # > 0
-_COUNTS = {"ramp_iters"}  # integers >= 0
+_AT_LEAST_ONE = {"kl_temp"}  # >= 1 (mmdet's KnowledgeDistillationKLDivLoss asserts T >= 1)
+_COUNTS = {"ramp_iters", "warm_iters", "reused_head_idx"}  # integers >= 0
 _RATIOS = {"iou_ratio"}  # (0, 1]
+_FLAGS = {"padded_shape", "inclusive_cells", "clipped_area", "bce_from_logits", "legacy_iou",
+          "zero_without_gt", "channel_mask", "pkd", "pre_activation"}  # booleans
 
 
 # ----------------------------------------------------------------------------- params
-def valid_params(method: str) -> tuple[str, ...]:
-    """The ``method_params`` keys of a KD baseline."""
+def valid_params(method: str, detector: str | None = None) -> tuple[str, ...]:
+    """The ``method_params`` keys of a KD baseline (of one detector, or of any detector)."""
     if method not in BASELINE_DEFAULTS:
         raise unknown_name("KD baseline", method, BASELINES)
-    return tuple(next(iter(BASELINE_DEFAULTS[method].values())))
+    tables = BASELINE_DEFAULTS[method]
+    if detector is not None:
+        return tuple(tables[detector])
+    return tuple(dict.fromkeys(k for table in tables.values() for k in table))
 
 
 def check_method_params(method: str, params: dict | None, path: str = "distill.method_params") -> None:
@@ -92,6 +119,10 @@ def check_method_params(method: str, params: dict | None, path: str = "distill.m
         )
     for key, value in params.items():
         name = f"{path}.{key}"
+        if key in _FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r} must be true or false")
+            continue
         if key in _COUNTS:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ConfigError(f"{name}={value!r} must be an integer >= 0")
@@ -100,6 +131,8 @@ def check_method_params(method: str, params: dict | None, path: str = "distill.m
             raise ConfigError(f"{name}={value!r} must be a finite number")
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"{name}={value!r} must be > 0")
+        if key in _AT_LEAST_ONE and value < 1:
+            raise ConfigError(f"{name}={value!r} must be >= 1")
         if key in _RATIOS and not 0 < value <= 1:
             raise ConfigError(f"{name}={value!r} must lie in (0, 1]")
         if value < 0:
@@ -122,6 +155,12 @@ def method_params(method: str, detector: str, params: dict | None = None) -> dic
     """The resolved ``method_params``: the detector's defaults updated with ``params``."""
     check_applicable(method, detector)
     check_method_params(method, params)
+    foreign = sorted(set(params or {}) - set(valid_params(method, detector)))
+    if foreign:
+        raise ConfigError(
+            f"distill.method_params key(s) {', '.join(foreign)} of method {method!r} do not apply to "
+            f"detector {detector!r}; its keys are: {', '.join(sorted(valid_params(method, detector)))}"
+        )
     out = dict(BASELINE_DEFAULTS[method][detector])
     out.update(params or {})
     return out
@@ -189,6 +228,21 @@ class BaselineKD(nn.Module):
         self.c_t, t_levels = _neck(teacher_cfg)
         if t_levels != self.num_levels:
             raise ConfigError(f"student FPN has {self.num_levels} levels, teacher {t_levels}; they must match")
+        self._forwards = 0
+
+    def current_iter(self) -> int:
+        """The training iteration: mmengine's ``MessageHub`` ``iter`` (set by the Runner's
+        ``RuntimeInfoHook`` before every train iteration, restored on resume); outside a
+        Runner (no ``iter`` in the hub) the number of training forwards of this module so far
+        (:meth:`_count_forward`; a plain counter, not checkpointed)."""
+        from mmengine.logging import MessageHub
+
+        it = MessageHub.get_current_instance().get_info("iter")
+        return self._forwards if it is None else int(it)
+
+    def _count_forward(self) -> None:
+        if self.training:
+            self._forwards += 1
 
     #: attributes holding the student-side adapt convs (one per level)
     ADAPT: tuple[str, ...] = ()
@@ -232,14 +286,24 @@ class FGDKD(BaselineKD):
 
     @torch.no_grad()
     def masks(self, samples, feats) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per level ``[N, H, W]`` fg / bg masks; boxes mapped with the padded input shape."""
-        pad_h, pad_w = _padded_shape(samples)
+        """Per level ``[N, H, W]`` fg / bg masks (:func:`pgd.core.baselines.fgd_masks`).
+
+        Boxes are mapped to cells as FGD's code, ``x / shape_w * W`` and ``y / shape_h * H``,
+        with ``shape`` the padded batch input shape (``padded_shape``, the default; the code
+        uses each image's unpadded ``img_shape``, which shrinks the boxes of padded images)."""
+        p = self.params
+        if p["padded_shape"]:
+            shapes = [_padded_shape(samples)] * len(samples)
+        else:
+            shapes = [tuple(int(v) for v in s.metainfo["img_shape"][:2]) for s in samples]
         boxes = _gt_boxes(samples, feats[0].device)
         fgs, bgs = [], []
         for f in feats:
             H, W = f.shape[-2:]
-            scale = f.new_tensor([W / pad_w, H / pad_h, W / pad_w, H / pad_h], dtype=torch.float32)
-            per_img = [fgd_masks(b * scale, H, W) for b in boxes]
+            per_img = []
+            for b, (sh, sw) in zip(boxes, shapes):
+                cell = torch.stack([b[:, 0] / sw * W, b[:, 1] / sh * H, b[:, 2] / sw * W, b[:, 3] / sh * H], 1)
+                per_img.append(fgd_masks(cell, H, W, inclusive=p["inclusive_cells"], clipped_area=p["clipped_area"]))
             fgs.append(torch.stack([m[0] for m in per_img]))
             bgs.append(torch.stack([m[1] for m in per_img]))
         return fgs, bgs
@@ -309,13 +373,6 @@ class FRSKD(BaselineKD):
     def __init__(self, *args):
         super().__init__(*args)
         self.adapt = self._adapt_convs(3)
-        self._forwards = 0
-
-    def current_iter(self) -> int:
-        from mmengine.logging import MessageHub
-
-        it = MessageHub.get_current_instance().get_info("iter")
-        return self._forwards if it is None else int(it)
 
     def ramp(self) -> float:
         n = int(self.params["ramp_iters"])
@@ -328,15 +385,18 @@ class FRSKD(BaselineKD):
         s_logits, t_logits = s_feats.head[0], head_outs[0]
         fs = [self.adapt[i](f) for i, f in enumerate(s_feats.neck)]
         terms = frs_loss_terms(fs, t_feats.neck, s_logits, t_logits, w_feat=self.params["w_feat"],
-                               w_cls=self.params["w_cls"], ramp=self.ramp())
-        if self.training:
-            self._forwards += 1
+                               w_cls=self.params["w_cls"], ramp=self.ramp(),
+                               bce_from_logits=self.params["bce_from_logits"])
+        self._count_forward()
         return self._named(terms)
 
 
 # ----------------------------------------------------------------------------- FGFI
 class FGFIKD(BaselineKD):
-    """FGFI on the FPN outputs through a 3x3 adapt conv, masked near the GTs' best anchors."""
+    """FGFI on the FPN outputs through a 3x3 adapt conv, masked near the GTs' best anchors.
+
+    As FGFI's code, the imitation term is 0 for the first ``warm_iters`` training iterations
+    (:meth:`BaselineKD.current_iter`; ``warm_iters: 0`` imitates from the start)."""
 
     method = "fgfi"
     ADAPT = ("adapt",)
@@ -353,7 +413,8 @@ class FGFIKD(BaselineKD):
         if priors.boxes_or_points[0].shape[-1] != 4:
             raise ConfigError(f"FGFI needs anchor boxes; detector {self.detector!r} has anchor points")
         anchors = torch.cat(priors.boxes_or_points)
-        per_img = [fgfi_mask(anchors, b, priors.num_anchors, self.params["iou_ratio"]).to(torch.float32)
+        per_img = [fgfi_mask(anchors, b, priors.num_anchors, self.params["iou_ratio"],
+                             legacy_iou=self.params["legacy_iou"]).to(torch.float32)
                    for b in _gt_boxes(samples, anchors.device)]
         out = []
         for lvl, chunks in enumerate(zip(*[torch.split(m, priors.level_sizes) for m in per_img])):
@@ -365,7 +426,11 @@ class FGFIKD(BaselineKD):
         _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
         masks = self.masks(samples, t_feats.neck, distiller.s_adapter)
         fs = [self.adapt[i](f) for i, f in enumerate(s_feats.neck)]
-        return self._named(fgfi_loss_terms(fs, t_feats.neck, masks, weight=self.params["weight"]))
+        warm = self.current_iter() < int(self.params["warm_iters"])
+        terms = fgfi_loss_terms(fs, t_feats.neck, masks, weight=0.0 if warm else self.params["weight"],
+                                zero_without_mask=self.params["zero_without_gt"])
+        self._count_forward()
+        return self._named(terms)
 
 
 # ----------------------------------------------------------------------------- FKD
@@ -404,9 +469,114 @@ class FKDKD(BaselineKD):
             s_feats.neck, t_feats.neck, adapt=self.adapt, channel_adapt=self.channel_adapt,
             spatial_adapt=self.spatial_adapt, nl_s=self.nl_s, nl_t=self.nl_t, nl_adapt=self.nl_adapt,
             temp=p["temp"], w_feat=p["w_feat"], w_channel=p["w_channel"], w_spatial=p["w_spatial"],
-            w_relation=p["w_relation"],
+            w_relation=p["w_relation"], channel_mask=p["channel_mask"],
         )
         return self._named(terms)
 
 
-LOSSES: dict[str, type[BaselineKD]] = {"fgd": FGDKD, "defeat": DeFeatKD, "frs": FRSKD, "fgfi": FGFIKD, "fkd": FKDKD}
+# ----------------------------------------------------------------------------- CrossKD
+class CrossKDKD(BaselineKD):
+    """CrossKD (+ optional PKD): the student's head features after tower layer
+    ``reused_head_idx`` run through the teacher's remaining head layers
+    (:mod:`pgd.distill.crosskd`), the cross-head predictions mimicking the teacher's own
+    (:mod:`pgd.core.crosskd`, one recipe per head). No trainable parameters of its own.
+
+    Entries: ``loss_crosskd_cls``, ``loss_crosskd_reg``, ``loss_crosskd_center`` (ATSS) and,
+    with ``pkd: true``, ``loss_crosskd_pkd`` (PKD on every FPN level).
+    """
+
+    method = "crosskd"
+
+    def __init__(self, params: dict, student_cfg: dict, teacher_cfg: dict, detector: str):
+        super().__init__(params, student_cfg, teacher_cfg, detector)
+        idx = int(self.params["reused_head_idx"])
+        s_head, t_head = student_cfg["bbox_head"], teacher_cfg["bbox_head"]
+        cs = int(s_head.get("feat_channels", 256))
+        ct = int(t_head.get("feat_channels", 256))
+        if cs != ct:
+            raise ConfigError(
+                f"CrossKD feeds the student's head features into the teacher's head, so both heads "
+                f"need the same feat_channels; student {cs}, teacher {ct}"
+            )
+        if self.params["pkd"] and self.c_s != self.c_t:
+            raise ConfigError(f"PKD compares the FPN maps channel by channel; student has {self.c_s} "
+                              f"channels, teacher {self.c_t} (set distill.method_params.pkd: false)")
+        for side, head in (("student", s_head), ("teacher", t_head)):
+            n = int(head.get("stacked_convs", 4))
+            if not 0 <= idx <= n:
+                raise ConfigError(
+                    f"distill.method_params.reused_head_idx={idx} but the {side} head has {n} tower "
+                    f"layers per branch; choose 0..{n} (CrossKD's released value assumes 4)"
+                )
+        self.reused_head_idx = idx
+
+    def attach(self, s_adapter, t_adapter) -> None:
+        """Called by ``PGDDistiller`` once both detectors are built: checks their heads and
+        asks both adapters to capture the reused tower layer."""
+        from pgd.distill.crosskd import check_head
+
+        for side, adapter in (("student", s_adapter), ("teacher", t_adapter)):
+            check_head(adapter.head, self.reused_head_idx, side)
+            if self.reused_head_idx > 0:
+                adapter.watch_tower(self.reused_head_idx - 1, self.params["pre_activation"])
+
+    def _held(self, feats, side: str):
+        if self.reused_head_idx == 0:
+            return feats.neck, feats.neck
+        key = self.reused_head_idx - 1
+        cls, reg = feats.tower.get(("cls", key), []), feats.tower.get(("reg", key), [])
+        if len(cls) != self.num_levels or len(reg) != self.num_levels:
+            raise RuntimeError(f"captured {len(cls)}/{len(reg)} {side} head features of tower layer {key}, "
+                               f"expected {self.num_levels} (one per FPN level)")
+        return cls, reg
+
+    def forward(self, s_feats, t_feats, head_outs, samples, distiller) -> dict[str, torch.Tensor]:
+        from pgd.core.crosskd import (
+            align_scale,
+            crosskd_atss_terms,
+            crosskd_fcos_terms,
+            crosskd_gfl_terms,
+            pkd_loss_terms,
+        )
+        from pgd.distill.crosskd import flatten_levels, reuse_teacher_head, student_targets
+
+        _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
+        s_cls, s_reg = self._held(s_feats, "student")
+        t_cls, t_reg = self._held(t_feats, "teacher")
+        s_head, t_head = distiller.s_adapter.head, distiller.t_adapter.head
+        reused = [reuse_teacher_head(t_head, align_scale(s_cls[lvl], t_cls[lvl]), align_scale(s_reg[lvl], t_reg[lvl]),
+                                     lvl, self.reused_head_idx) for lvl in range(self.num_levels)]
+        r_cls, r_box, r_ctr = (list(x) for x in zip(*reused))
+        t_cls_scores, t_box = list(head_outs[0]), list(head_outs[1])
+        K = s_head.cls_out_channels
+        sizes = [tuple(c.shape[-2:]) for c in t_cls_scores]
+        targets = student_targets(s_head, sizes, samples, t_cls_scores[0].device)
+        p = self.params
+        rc, tc = flatten_levels(r_cls, K), flatten_levels(t_cls_scores, K)
+        if self.detector == "gfl":
+            width = 4 * (s_head.reg_max + 1)
+            terms = crosskd_gfl_terms(rc, tc, flatten_levels(r_box, width), flatten_levels(t_box, width),
+                                      targets["label_weights"], targets["avg_factor"], beta=p["beta"],
+                                      temp=p["kl_temp"], w_cls=p["w_cls"], w_reg=p["w_reg"])
+        elif self.detector == "atss":
+            anchors, coder = targets["anchors"], s_head.bbox_coder
+            rb = coder.decode(anchors, flatten_levels(r_box, coder.encode_size))
+            tb = coder.decode(anchors, flatten_levels(t_box, coder.encode_size))
+            labels = targets["labels"]
+            terms = crosskd_atss_terms(rc, tc, rb, tb, flatten_levels(r_ctr, 1), flatten_levels(list(head_outs[2]), 1),
+                                       targets["label_weights"], (labels >= 0) & (labels < s_head.num_classes),
+                                       targets["avg_factor"], beta=p["beta"], w_cls=p["w_cls"], w_reg=p["w_reg"],
+                                       w_center=p["w_center"])
+        else:  # fcos
+            points, coder = targets["points"], s_head.bbox_coder
+            rb = coder.decode(points, flatten_levels(r_box, 4))
+            tb = coder.decode(points, flatten_levels(t_box, 4))
+            terms = crosskd_fcos_terms(rc, tc, rb, tb, targets["denorm"], beta=p["beta"], w_cls=p["w_cls"],
+                                       w_reg=p["w_reg"])
+        if p["pkd"]:
+            terms["pkd"] = pkd_loss_terms(s_feats.neck, t_feats.neck, weight=p["w_pkd"])["feat"]
+        return self._named(terms)
+
+
+LOSSES: dict[str, type[BaselineKD]] = {"fgd": FGDKD, "defeat": DeFeatKD, "frs": FRSKD, "fgfi": FGFIKD, "fkd": FKDKD,
+                                       "crosskd": CrossKDKD}

@@ -12,7 +12,7 @@ from pgd.configs import from_dict, to_dict
 from pgd.distill import defaults as D
 from pgd.errors import ConfigError, check_range, unknown_name
 
-METHODS = ("pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld")
+METHODS = ("pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld", "crosskd")
 BRANCHES = ("neck", "cls", "reg")
 STRATEGIES = ("box", "box_gauss", "centre", "quality", "topk_eq", "kde", "pgw")
 TOPK_SCOPES = ("inside", "all")
@@ -20,7 +20,7 @@ TOPK_SCOPES = ("inside", "all")
 
 @dataclass
 class DistillConfig:
-    method: str = "pgd"  # pgd | fgd | defeat | frs | fgfi | fkd | ld
+    method: str = "pgd"  # pgd | fgd | defeat | frs | fgfi | fkd | ld | crosskd
     teacher: str | None = None  # registry name, e.g. atss_r101 (required)
     teacher_checkpoint: str | None = None  # local .pth of the trained teacher
     teacher_config: dict | None = None  # an mmdet model dict replacing the registry config

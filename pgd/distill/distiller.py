@@ -58,6 +58,8 @@ class PGDDistiller(BaseDetector):
             from pgd.distill.baselines import build_baseline
 
             self.kd = build_baseline(method, self.distill_cfg, student, teacher, detector)
+            if callable(getattr(self.kd, "attach", None)):  # CrossKD: capture its reused head layer
+                self.kd.attach(self.s_adapter, self.t_adapter)
         else:
             self.kd = PGDLoss(self.distill_cfg, align)
         self._renorm = self._renorm_params(student.get("data_preprocessor"), teacher.get("data_preprocessor"))

@@ -44,7 +44,7 @@ from pgd.errors import ConfigError, check_range, unknown_name
 from pgd.evaluation.coco import KEYS as COCO_KEYS
 
 VIRTUAL_KEYS = ("method", "detector")
-METHODS = ("student", "pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld")
+METHODS = ("student", "pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld", "crosskd")
 DIST_TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "gp", "grid")
 METRICS = (*COCO_KEYS, "MR", "JI", "latency_ms")  # objectives a trial reports
