@@ -25,6 +25,7 @@ from pgd.core.baselines import (
     frs_loss_terms,
     frs_richness,
     global_channel_attention,
+    legacy_iou_pairs,
 )
 from pgd.errors import ConfigError
 
@@ -53,27 +54,49 @@ FKD_W = dict(temp=0.1, w_feat=1.0, w_channel=1.0, w_spatial=1.0, w_relation=1.0)
 
 
 # ----------------------------------------------------------------------------- boxes -> cells
-def test_fgd_fg_mask_of_one_box_on_a_4x4_map():
-    # cell units: x 0.5..2.5 -> columns 0, 1, 2; y 1..3 -> rows 1, 2: 6 cells of 1/6
+def test_fgd_fg_mask_of_one_box_with_fractional_edges():
+    # FGD's code: columns floor(0.5)=0 .. ceil(2.5)=3 and rows floor(1)=1 .. ceil(3)=3, both ends
+    # included: 4 x 3 = 12 cells of 1/12
     fg, bg = fgd_masks(torch.tensor([[0.5, 1.0, 2.5, 3.0]]), 4, 4)
+    expect = torch.zeros(4, 4)
+    expect[1:4, 0:4] = 1 / 12
+    assert torch.allclose(fg, expect)
+    assert torch.allclose(bg, (expect == 0).float() / 4)  # the 4 cells of row 0, normalised
+    assert bg.sum().item() == pytest.approx(1.0)
+    # the overlap rule (option): columns 0..2, rows 1..2 -> 6 cells of 1/6
+    fg, _ = fgd_masks(torch.tensor([[0.5, 1.0, 2.5, 3.0]]), 4, 4, inclusive=False)
     expect = torch.zeros(4, 4)
     expect[1:3, 0:3] = 1 / 6
     assert torch.allclose(fg, expect)
-    assert torch.allclose(bg, (expect == 0).float() / 10)  # the 10 other cells, normalised
-    assert bg.sum().item() == pytest.approx(1.0)
 
 
-def test_fgd_fg_mask_keeps_the_max_of_overlapping_boxes_and_clips():
-    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0],  # whole map: 1/16
-                          [1.0, 1.0, 2.0, 2.0],  # one cell: 1
-                          [2.5, 2.5, 10.0, 10.0]])  # clipped to 2x2 cells: 1/4
+def test_fgd_area_of_a_box_leaving_the_map_is_unclipped():
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0],  # cells 0..4 -> clipped to the 16 cells, area 5*5
+                          [1.0, 1.0, 2.0, 2.0],  # cells 1..2 x 1..2: 4 cells of 1/4
+                          [2.5, 2.5, 10.0, 10.0]])  # cells 2..10 -> 2..3 on the map, area 9*9
     fg, bg = fgd_masks(boxes, 4, 4)
+    assert fg[0, 0] == pytest.approx(1 / 25) and fg[0, 3] == pytest.approx(1 / 25)
+    assert fg[1, 1] == pytest.approx(1 / 4) and fg[2, 2] == pytest.approx(1 / 4)  # max(1/25, 1/4, 1/81)
+    assert fg[3, 3] == pytest.approx(1 / 25)  # max(1/25, 1/81)
+    assert bg.sum() == 0  # every cell is foreground: no background left, no division by 0
+    # clipped_area (option): the last box counts only its 4 cells on the map -> 1/4
+    fg_c, _ = fgd_masks(boxes, 4, 4, clipped_area=True)
+    assert fg_c[3, 3] == pytest.approx(1 / 4) and fg_c[0, 0] == pytest.approx(1 / 16)
+
+
+def test_fgd_masks_with_both_options_are_the_overlap_cells_and_their_count():
+    # inclusive=False + clipped_area=True: the cells each box overlaps, weighed by their number
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 2.0, 2.0], [2.5, 2.5, 10.0, 10.0]])
+    fg, _ = fgd_masks(boxes, 4, 4, inclusive=False, clipped_area=True)
     assert fg[1, 1] == 1.0 and fg[0, 0] == pytest.approx(1 / 16)
     assert fg[3, 3] == pytest.approx(1 / 4) and fg[2, 2] == pytest.approx(1 / 4)
-    assert bg.sum() == 0  # every cell is foreground: no background left, no division by 0
+    # a point box covers the cell holding it; with the code's rule it covers up to ceil() too
+    pt = torch.tensor([[1.2, 2.7, 1.2, 2.7]])
+    assert fgd_masks(pt, 4, 5, inclusive=False)[0].nonzero().tolist() == [[2, 1]]
+    assert fgd_masks(pt, 4, 5)[0].nonzero().tolist() == [[2, 1], [2, 2], [3, 1], [3, 2]]
 
 
-def test_box_cells_edges_degenerate_and_empty():
+def test_box_cells_edges_degenerate_and_empty():  # DeFeat's cells (the overlap rule)
     cells = box_cells(torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.2, 2.7, 1.2, 2.7]]), 4, 5)
     assert cells[0].nonzero().tolist() == [[1, 1], [1, 2], [2, 1], [2, 2]]  # integer edges: 2x2
     assert cells[1].nonzero().tolist() == [[2, 1]]  # a point: the cell holding it
@@ -179,6 +202,28 @@ def test_frs_richness_weighting_and_ramp():
     assert half["cls"].item() == pytest.approx(0.025 * t["cls"].item(), rel=1e-6)
 
 
+def test_frs_saturated_student_logits_match_the_authors_clamped_bce():
+    # float32 sigmoid(z) == 1 for z > ~16.6: log(1 - p) = log(0), which torch's
+    # binary_cross_entropy (the authors' call) clamps at -100; the exact BCE from logits is ~|z|
+    zs = torch.tensor([[[[17.0, 30.0]], [[-40.0, 120.0]]]], requires_grad=True)  # [1, K=2, 1, 2]
+    zt = torch.tensor([[[[0.0, 1.0]], [[-2.0, 0.5]]]])
+    ft = torch.zeros(1, 1, 1, 2)
+    t = frs_loss_terms([ft.clone()], [ft], [zs], [zt], w_feat=1.0, w_cls=1.0)
+    r = frs_richness(zt)[:, None]
+    oracle = F.binary_cross_entropy(torch.sigmoid(zs.detach()), torch.sigmoid(zt), reduction="none")
+    assert t["cls"].item() == pytest.approx(((r * oracle).sum() / r.sum()).item(), rel=1e-6)
+    exact = F.binary_cross_entropy_with_logits(zs.detach(), torch.sigmoid(zt), reduction="none")
+    t_exact = frs_loss_terms([ft.clone()], [ft], [zs], [zt], w_feat=1.0, w_cls=1.0, bce_from_logits=True)
+    assert t_exact["cls"].item() == pytest.approx(((r * exact).sum() / r.sum()).item(), rel=1e-6)
+    assert t_exact["cls"].item() != pytest.approx(t["cls"].item(), rel=0.1)
+    # by hand: z = 17, p_t = sigmoid(0) = 0.5: sigmoid(17) == 1.0 in float32, so the authors' BCE is
+    # -(0.5 log 1 + 0.5 * (-100)) = 50, the exact one 0.5 * 17 + log(1 + e^-17) ~= 8.5
+    assert oracle[0, 0, 0, 0].item() == 50.0 and exact[0, 0, 0, 0].item() == pytest.approx(8.5, rel=1e-6)
+    t["cls"].backward()
+    assert torch.isfinite(zs.grad).all()
+    assert zs.grad[0, 0, 0, 1] == 0 and zs.grad[0, 1, 0, 1] == 0  # saturated: no gradient, as torch's
+
+
 def test_frs_identical_features_zero_feat_and_grads():
     ft = torch.randn(2, 3, 4, 5, requires_grad=True)
     zt = torch.randn(2, 6, 4, 5, requires_grad=True)
@@ -194,16 +239,29 @@ def test_frs_identical_features_zero_feat_and_grads():
 # ----------------------------------------------------------------------------- FGFI
 def test_fgfi_mask_from_known_anchors():
     anchors = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 20, 20]])
-    # GT 1 matches anchor 0 exactly (others 1/3, 0, 1/4 < 0.5); GT 2 matches anchor 2
+    # +1 IoU: GT 1 matches anchor 0 exactly (others 66/176, 0, 121/441 < 0.5); GT 2 matches anchor 2
     gts = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])
     assert fgfi_mask(anchors, gts, 1).tolist() == [True, False, True, False]
-    # best IoU 0.7 (anchor 1) -> threshold 0.35: anchors 0 (0.417) and 1 (0.7), not 3 (0.175)
+    # best +1 IoU 88/121 (anchor 1) -> threshold 0.364: anchors 0 (66/143) and 1, not 3 (88/441)
     assert fgfi_mask(anchors, torch.tensor([[5.0, 0, 12, 10]]), 1).tolist() == [True, True, False, False]
     # two anchors per location: a location is on if any of its anchors is
     assert fgfi_mask(anchors, gts[:1], 2).tolist() == [True, False]
     assert fgfi_mask(anchors, torch.tensor([[100.0, 100, 110, 110]]), 1).sum() == 0  # overlaps nothing
     assert fgfi_mask(anchors, torch.zeros(0, 4), 2).tolist() == [False, False]
     assert fgfi_mask(anchors, gts[:1], 1, ratio=0.2).tolist() == [True, True, False, True]
+    assert fgfi_mask(anchors, gts[:1], 1, ratio=0.2, legacy_iou=False).tolist() == [True, True, False, True]
+
+
+def test_legacy_iou_adds_one_pixel_and_flips_a_cell_near_the_threshold():
+    gt = torch.tensor([[0.0, 0, 10, 10]])
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 4.9]])
+    # +1 convention: inter 11 * 5.9 = 64.9, union 121 + 64.9 - 64.9 = 121
+    assert legacy_iou_pairs(anchors, gt)[:, 0].tolist() == pytest.approx([1.0, 64.9 / 121], rel=1e-6)
+    # plain IoU 0.49 < 0.5 * 1: off; +1 IoU 0.536 > 0.5: on
+    assert fgfi_mask(anchors, gt, 1, legacy_iou=False).tolist() == [True, False]
+    assert fgfi_mask(anchors, gt, 1).tolist() == [True, True]
+    # the code's padding marker (x2 == x1, y2 == y1: +1 area 1) has IoU 0
+    assert legacy_iou_pairs(anchors, torch.tensor([[3.0, 3, 3, 3]])).sum() == 0
 
 
 def test_fgfi_loss_one_normaliser_over_levels():
@@ -213,8 +271,10 @@ def test_fgfi_loss_one_normaliser_over_levels():
     # (2 channels * 1 + 2 channels * 4) / (2 * 2 locations) = 10 / 4
     t = fgfi_loss_terms(fs, ft, masks, weight=0.01)
     assert t["feat"].item() == pytest.approx(0.01 * 2.5)
-    none = fgfi_loss_terms(fs, ft, [torch.zeros(1, 1, 2), torch.zeros(1, 1, 1)], weight=0.01)
-    assert none["feat"].item() == 0
+    empty = [torch.zeros(1, 1, 2), torch.zeros(1, 1, 1)]
+    none = fgfi_loss_terms(fs, ft, empty, weight=0.01)
+    assert none["feat"].item() == 0  # our default: 0 without any mask cell
+    assert math.isnan(fgfi_loss_terms(fs, ft, empty, weight=0.01, zero_without_mask=False)["feat"].item())  # code
     same = fgfi_loss_terms([f.clone() for f in ft], ft, masks, weight=0.01)
     assert same["feat"].item() == 0
 
@@ -239,6 +299,21 @@ def test_fkd_terms_match_the_codes_formulas():
     assert t["channel"].item() == pytest.approx(torch.dist(ft.mean((2, 3)), fs.mean((2, 3))).item(), rel=1e-5)
     assert t["spatial"].item() == pytest.approx(torch.dist(ft.mean(1), fs.mean(1)).item(), rel=1e-5)
     assert t["relation"].item() == pytest.approx(torch.dist(fs, ft).item(), rel=1e-5)
+    # without the channel mask Q (MMRazor's port): || (F^T - F^S) sqrt(P) ||
+    no_q = fkd_loss_terms([fs], [ft], **fkd_modules(), **dict(FKD_W, w_feat=2.0), channel_mask=False)
+    assert no_q["feat"].item() == pytest.approx(2.0 * ((ft - fs) ** 2 * p[:, None]).sum().sqrt().item(), rel=1e-5)
+    assert no_q["feat"].item() != pytest.approx(t["feat"].item(), rel=1e-3)
+    assert all(no_q[k].item() == t[k].item() for k in ("channel", "spatial", "relation"))
+
+
+def test_fkd_channel_mask_on_a_hand_case():
+    # N = 1, C = 2, H = W = 1: P = 1; Q = the mean of both sides' 2 softmax(|F| / 0.1)
+    fs, ft = torch.tensor([[[[0.0]], [[0.0]]]]), torch.tensor([[[[0.1]], [[0.0]]]])
+    q0 = (2 * math.exp(1) / (math.exp(1) + 1) + 1) / 2  # teacher (e/(e+1), 1/(e+1)) * 2; student (1, 1)
+    t = fkd_loss_terms([fs], [ft], **fkd_modules(), **FKD_W)
+    assert t["feat"].item() == pytest.approx(math.sqrt(0.01 * q0), rel=1e-5)
+    t = fkd_loss_terms([fs], [ft], **fkd_modules(), **FKD_W, channel_mask=False)
+    assert t["feat"].item() == pytest.approx(0.1, rel=1e-5)
 
 
 def test_fkd_identical_features_zero_and_grads_reach_student_side_only():

@@ -61,6 +61,11 @@ def build(det, method, teacher_cfg=None, **params):
     return build_distiller(f"{det}_tiny", f"{det}_tiny", method=method, **params, **extra)
 
 
+# FRS ramps its terms in over 500 iterations and FGFI imitates only after 400 (their authors'
+# schedules); the step tests below start at iteration 0, so they switch those off.
+NO_WARMUP = {"frs": {"ramp_iters": 0}, "fgfi": {"warm_iters": 0}}
+
+
 def kd_terms(losses, method):
     return {k: v for k, v in losses.items() if k.startswith(f"loss_{method}_")}
 
@@ -68,7 +73,7 @@ def kd_terms(losses, method):
 @pytest.mark.parametrize("method, det", CASES, ids=[f"{m}-{d}" for m, d in CASES])
 def test_step_names_frozen_teacher_and_kd_loss_decreases(method, det):
     torch.manual_seed(0)
-    m = build(det, method, **({"ramp_iters": 0} if method == "frs" else {}))
+    m = build(det, method, **NO_WARMUP.get(method, {}))
     if method == "fgd":  # the distiller leaves FGD's zero-initialised GcBlock output conv at zero
         assert m.kd.gc_s[0].channel_add[-1].weight.abs().sum() == 0
     data = make_batch(m)
@@ -106,7 +111,7 @@ def test_narrower_teacher_and_an_image_without_boxes(method):
     t = model_config("atss_tiny", 6)
     t["neck"]["out_channels"] = 96
     t["bbox_head"]["in_channels"] = 96
-    m = build("atss", method, teacher_cfg=t, **({"ramp_iters": 0} if method == "frs" else {}))
+    m = build("atss", method, teacher_cfg=t, **NO_WARMUP.get(method, {}))
     adapt = m.kd.align if method == "fgd" else m.kd.adapt
     assert len(adapt) == 5 and adapt[0].out_channels == 96 and adapt[0].in_channels == 64
     kd = kd_terms(m(**make_batch(m, empty_last=True), mode="loss"), method)
@@ -126,15 +131,25 @@ def _samples(boxes, img_shape, batch_shape):
 def test_fgd_masks_use_the_padded_batch_shape():
     cfg = model_config("atss_tiny", 6)
     kd = build_baseline("fgd", dict(BASELINE_DEFAULTS["fgd"]["atss"]), cfg, cfg, "atss")
-    # a 32x64 image padded to 64x64; the P3 map is 8x8. Box (0, 0, 16, 16) covers cells 0-1 x 0-1.
-    # The authors' code maps y with the unpadded height 32 -> rows 0-3 (a box twice too tall).
+    # a 32x64 image padded to 64x64; the P3 map is 8x8. Box (0, 0, 16, 16) -> cells (0, 0, 2, 2):
+    # FGD's inclusive rule covers rows and columns 0..2, 9 cells of 1/9.
     feats = [torch.zeros(1, 64, 8, 8), torch.zeros(1, 64, 4, 4)]
-    fg, bg = kd.masks(_samples([[0, 0, 16, 16]], (32, 64), (64, 64)), feats)
+    samples = _samples([[0, 0, 16, 16]], (32, 64), (64, 64))
+    fg, bg = kd.masks(samples, feats)
     expect = torch.zeros(8, 8)
-    expect[:2, :2] = 0.25
-    assert torch.equal(fg[0][0], expect)
-    assert fg[1][0].nonzero().tolist() == [[0, 0]] and fg[1][0, 0, 0] == 1.0
+    expect[:3, :3] = 1 / 9
+    assert torch.allclose(fg[0][0], expect)
+    p4 = torch.zeros(4, 4)
+    p4[:2, :2] = 1 / 4  # (0, 0, 1, 1) on P4: cells 0..1
+    assert torch.allclose(fg[1][0], p4)
     assert bg[0][0].sum().item() == pytest.approx(1.0) and bg[0][0, 0, 0] == 0
+    # the authors' code maps y with the unpadded height 32: y2 = 16 / 32 * 8 = 4 -> rows 0..4
+    # (a box twice too tall), weight 1 / (5 * 3)
+    code = build_baseline("fgd", {**BASELINE_DEFAULTS["fgd"]["atss"], "padded_shape": False}, cfg, cfg, "atss")
+    fg_code, _ = code.masks(samples, feats)
+    expect = torch.zeros(8, 8)
+    expect[:5, :3] = 1 / 15
+    assert torch.allclose(fg_code[0][0], expect)
 
 
 def test_defeat_masks_put_each_box_on_its_fpn_level():
@@ -161,13 +176,35 @@ def test_fgfi_mask_of_the_distiller_matches_the_anchors():
              torch.zeros(1, 64, 2, 3), torch.zeros(1, 64, 1, 2)]
     masks = m.kd.masks(data["data_samples"], feats, m.s_adapter)
     # tiny ATSS anchors are 32 x 2^l px squares at the cell centres; each GT's best anchor is on
-    from pgd.core import box_iou_pairs
-
-    anchors = m.student.bbox_head.prior_generator.grid_priors([f.shape[-2:] for f in feats], device="cpu")
+    anchors = torch.cat(m.student.bbox_head.prior_generator.grid_priors([f.shape[-2:] for f in feats], device="cpu"))
     flat = torch.cat([mk[0].flatten() for mk in masks]).bool()
-    iou = box_iou_pairs(torch.cat(anchors), data["data_samples"][0].gt_instances.bboxes)
+    g = data["data_samples"][0].gt_instances.bboxes
+    # the authors' IoU (+1 pixel on every width, height and intersection), written out
+    iw = (torch.minimum(anchors[:, None, 2], g[:, 2]) - torch.maximum(anchors[:, None, 0], g[:, 0]) + 1).clamp(min=0)
+    ih = (torch.minimum(anchors[:, None, 3], g[:, 3]) - torch.maximum(anchors[:, None, 1], g[:, 1]) + 1).clamp(min=0)
+    area = lambda b: (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)  # noqa: E731
+    iou = iw * ih / (area(anchors)[:, None] + area(g)[None] - iw * ih)
     assert flat[iou.argmax(0)].all()
     assert torch.equal(flat, (iou > 0.5 * iou.max(0).values).any(1))
+    # with the plain IoU (option) the mask follows the plain IoU
+    from pgd.core import box_iou_pairs
+
+    plain = build("atss", "fgfi", legacy_iou=False).kd.masks(data["data_samples"], feats, m.s_adapter)
+    flat_plain = torch.cat([mk[0].flatten() for mk in plain]).bool()
+    piou = box_iou_pairs(anchors, g)
+    assert torch.equal(flat_plain, (piou > 0.5 * piou.max(0).values).any(1))
+
+
+def test_fgfi_imitates_only_after_its_warm_up(fresh_message_hub):
+    m = build("atss", "fgfi")  # default warm_iters 400 (FGFI's --ws)
+    assert m.kd.params["warm_iters"] == 400 and m.kd.params["legacy_iou"] is True
+    data = make_batch(m, n=1)
+    m.eval()
+    for it, on in ((0, False), (399, False), (400, True)):
+        fresh_message_hub.update_info("iter", it)
+        with torch.no_grad():
+            v = float(m.loss(data["inputs"], data["data_samples"])["loss_fgfi_feat"])
+        assert (v > 0) == on, (it, v)
 
 
 def test_frs_ramp_follows_the_message_hub_iter_and_a_counter_without_it(fresh_message_hub):
@@ -204,7 +241,11 @@ def _distill(method, det="atss", **params):
 @pytest.mark.parametrize(
     "method, params, match",
     [
-        ("fgd", dict(alpah=1.0), r"unknown key\(s\) alpah for method 'fgd'; valid keys are: .*temp, alpha, beta, gamma, lambda_"),
+        ("fgd", dict(alpah=1.0), r"unknown key\(s\) alpah for method 'fgd'; valid keys are: .*temp, alpha, beta, gamma, "
+                                 r"lambda_, padded_shape, inclusive_cells, clipped_area"),
+        ("fgd", dict(padded_shape=1), r"distill.padded_shape=1: Input should be a valid boolean"),
+        ("crosskd", dict(reused_head_idx=-1), r"distill.reused_head_idx=-1: Input should be greater than or equal to 0"),
+        ("crosskd", dict(kl_temp=0.5), r"distill.kl_temp=0.5: Input should be greater than or equal to 1"),
         ("frs", dict(w_feat=0.1, ramp=3), r"unknown key\(s\) ramp for method 'frs'; valid keys are: .*w_feat, w_cls, ramp_iters"),
         ("fkd", dict(temp=0), r"distill.temp=0: Input should be greater than 0"),
         ("frs", dict(ramp_iters=2.5), r"distill.ramp_iters=2.5: Input should be a valid integer"),
@@ -223,16 +264,29 @@ def test_defaults_per_detector_are_resolved_and_overridable():
         d = resolve_run(_distill(method, det, **params)).distill.dump()
         return {k: d[k] for k in BASELINE_DEFAULTS[method][det]}
 
-    assert resolved("fgd", "fcos") == dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6)
+    conventions = dict(padded_shape=True, inclusive_cells=True, clipped_area=False)
+    assert resolved("fgd", "fcos") == dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6, **conventions)
     assert resolved("fgd", "autoassign")["temp"] == 0.8 and resolved("fgd", "ddod")["alpha"] == 1e-3
-    assert resolved("fgd", "gfl", alpha=2e-3) == dict(temp=0.5, alpha=2e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6)
+    assert resolved("fgd", "gfl", alpha=2e-3) == dict(temp=0.5, alpha=2e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6,
+                                                      **conventions)
     assert resolved("frs", "fcos")["w_feat"] == 0.01 and resolved("frs", "atss")["w_feat"] == 0.1
     assert resolved("defeat", "atss") == dict(w_fg=3.0, w_bg=12.0, finest_scale=56.0)
     assert resolved("fkd", "gfl")["w_channel"] == 0.024 and resolved("fgfi", "ddod")["weight"] == 0.01
+    assert resolved("fkd", "atss")["channel_mask"] is True and resolved("frs", "gfl")["bce_from_logits"] is False
+    assert resolved("fgfi", "atss") == dict(weight=0.01, iou_ratio=0.5, warm_iters=400, legacy_iou=True,
+                                            zero_without_gt=True)
+    # CrossKD's released recipes (configs/crosskd/*, configs/crosskd+pkd/*)
+    common = dict(beta=1.0, pkd=False, pre_activation=False)
+    assert resolved("crosskd", "gfl") == dict(reused_head_idx=3, w_cls=1.0, w_reg=4.0, kl_temp=1.0, w_pkd=6.0, **common)
+    assert resolved("crosskd", "atss") == dict(reused_head_idx=3, w_cls=1.0, w_reg=1.0, w_center=1.0, w_pkd=1.0,
+                                               **common)
+    assert resolved("crosskd", "fcos", pkd=True) == dict(reused_head_idx=2, w_cls=0.4, w_reg=0.75, w_pkd=2.0,
+                                                         **dict(common, pkd=True))
 
 
 @pytest.mark.parametrize("method, det, valid", [("fgfi", "fcos", "atss, ddod"), ("fgfi", "gfl", "atss, ddod"),
-                                                ("ld", "atss", "gfl")])
+                                                ("ld", "atss", "gfl"), ("crosskd", "ddod", "atss, fcos, gfl"),
+                                                ("crosskd", "autoassign", "atss, fcos, gfl")])
 def test_method_on_a_detector_it_does_not_apply_to(method, det, valid):
     with pytest.raises(ConfigError, match=f"{method!r} does not apply to detector {det!r}; valid detectors "
                                           f"for {method} are: {valid}"):

@@ -40,38 +40,64 @@ def pgd_defaults(detector: str, data_kind: str = "coco") -> dict:
 
 
 # ----------------------------------------------------------------------------- KD baselines
+# Conventions of the authors' code that we change on purpose are named knobs (docs/baselines.md
+# lists each with the line of the code it departs from); a knob's default is stated here.
+# FGD: boxes mapped with the padded batch input shape (departure: the code uses img_shape);
+# cells floor(x1)..ceil(x2) inclusive and the unclipped box area (the code's).
+_FGD_CONVENTIONS = dict(padded_shape=True, inclusive_cells=True, clipped_area=False)
 # FGD's released configs: GFL / RetinaNet (anchor-based heads) and FCOS (anchor-free heads).
-_FGD_ANCHOR_BASED = dict(temp=0.5, alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6)
-_FGD_ANCHOR_FREE = dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6)
-# FRS's released configs: GFL (used for the ATSS-style single-anchor heads too) and FCOS.
-_FRS_GFL = dict(w_feat=0.1, w_cls=0.05, ramp_iters=500)
-_FRS_FCOS = dict(w_feat=0.01, w_cls=0.05, ramp_iters=500)
+_FGD_ANCHOR_BASED = dict(temp=0.5, alpha=1e-3, beta=5e-4, gamma=5e-4, lambda_=5e-6, **_FGD_CONVENTIONS)
+_FGD_ANCHOR_FREE = dict(temp=0.8, alpha=1.6e-3, beta=8e-4, gamma=8e-4, lambda_=8e-6, **_FGD_CONVENTIONS)
+# FRS's released configs: GFL (used for the ATSS-style single-anchor heads too) and FCOS; the
+# cls BCE on probabilities with torch's log clamp, as the code (bce_from_logits: the exact BCE).
+_FRS_GFL = dict(w_feat=0.1, w_cls=0.05, ramp_iters=500, bce_from_logits=False)
+_FRS_FCOS = dict(w_feat=0.01, w_cls=0.05, ramp_iters=500, bce_from_logits=False)
 # DeFeat's released config (Faster R-CNN FPN neck: hint_neck_w 3, hint_neck_back_w 12).
 _DEFEAT = dict(w_fg=3.0, w_bg=12.0, finest_scale=56.0)
-_FGFI = dict(weight=0.01, iou_ratio=0.5)  # FGFI paper / code: imitation weight 0.01, psi 0.5
-_FKD = dict(temp=0.1, w_feat=4.2e-4, w_channel=0.024, w_spatial=0.024, w_relation=4.2e-4)  # 7e-5*6, 4e-3*6
+# FGFI code: imitation weight 0.01 (--ilw), psi 0.5, no imitation for the first 400 iterations
+# (--ws), the +1-pixel IoU; 0 instead of the code's 0/0 NaN for a batch without GT (departure).
+_FGFI = dict(weight=0.01, iou_ratio=0.5, warm_iters=400, legacy_iou=True, zero_without_gt=True)
+# FKD code: 7e-5*6, 4e-3*6, t = 0.1; the feature term weighted by both attention masks.
+_FKD = dict(temp=0.1, w_feat=4.2e-4, w_channel=0.024, w_spatial=0.024, w_relation=4.2e-4, channel_mask=True)
 _LD = dict(weight=0.25, temperature=10.0)  # mmdet's LD configs (KnowledgeDistillationKLDivLoss)
+# CrossKD's released R101 -> R50 configs (configs/crosskd/*, configs/crosskd+pkd/*): reused head
+# layer, KD-QFL (beta 1) weight, box-KD weight, ATSS's centerness KD, PKD's weight (pkd: on/off).
+_CROSSKD_COMMON = dict(beta=1.0, pkd=False, pre_activation=False)
+_CROSSKD_GFL = dict(reused_head_idx=3, w_cls=1.0, w_reg=4.0, kl_temp=1.0, w_pkd=6.0, **_CROSSKD_COMMON)
+_CROSSKD_ATSS = dict(reused_head_idx=3, w_cls=1.0, w_reg=1.0, w_center=1.0, w_pkd=1.0, **_CROSSKD_COMMON)
+_CROSSKD_FCOS = dict(reused_head_idx=2, w_cls=0.4, w_reg=0.75, w_pkd=2.0, **_CROSSKD_COMMON)
+_ALL = ("atss", "fcos", "gfl", "ddod", "autoassign")
 
 #: method -> detector -> default knobs; a detector absent from a method's table is one the
-#: method does not apply to (FGFI: anchor-based ATSS and DDOD; LD: GFL). The keys of a
-#: method's entries are that method's config keys (``distill.<key>``).
+#: method does not apply to (FGFI: anchor-based ATSS and DDOD; LD: GFL; CrossKD: the heads its
+#: code supports among ours, GFL, ATSS and FCOS). A key absent from a detector's entry does not
+#: apply to that detector (CrossKD's recipes differ per head). The union of a method's keys is
+#: that method's config keys (``distill.<key>``).
 BASELINE_DEFAULTS: dict[str, dict[str, dict]] = {
     "fgd": {"atss": _FGD_ANCHOR_BASED, "ddod": _FGD_ANCHOR_BASED, "gfl": _FGD_ANCHOR_BASED,
             "fcos": _FGD_ANCHOR_FREE, "autoassign": _FGD_ANCHOR_FREE},
-    "defeat": {d: _DEFEAT for d in ("atss", "fcos", "gfl", "ddod", "autoassign")},
+    "defeat": {d: _DEFEAT for d in _ALL},
     "frs": {"atss": _FRS_GFL, "ddod": _FRS_GFL, "gfl": _FRS_GFL, "fcos": _FRS_FCOS, "autoassign": _FRS_FCOS},
     "fgfi": {"atss": _FGFI, "ddod": _FGFI},
-    "fkd": {d: _FKD for d in ("atss", "fcos", "gfl", "ddod", "autoassign")},
+    "fkd": {d: _FKD for d in _ALL},
     "ld": {"gfl": _LD},
+    "crosskd": {"gfl": _CROSSKD_GFL, "atss": _CROSSKD_ATSS, "fcos": _CROSSKD_FCOS},
 }
-#: value rules of the baseline knobs (every other number: finite and >= 0)
+#: value rules of the baseline knobs (booleans and integers by their default's type; every
+#: other number: finite and >= 0)
 POSITIVE_KNOBS = frozenset({"temp", "temperature", "finest_scale"})  # > 0
 RATIO_KNOBS = frozenset({"iou_ratio"})  # (0, 1]
+AT_LEAST_ONE_KNOBS = frozenset({"kl_temp"})  # >= 1 (mmdet's KnowledgeDistillationKLDivLoss asserts T >= 1)
 
 
 def baseline_knobs(method: str) -> dict:
-    """``{key: a default value}`` of a KD baseline's knobs (the first detector's: types only)."""
-    return dict(next(iter(BASELINE_DEFAULTS[method].values())))
+    """``{key: a default value}`` of a KD baseline's knobs over all its detectors (the value
+    only gives the key's type)."""
+    out: dict = {}
+    for table in BASELINE_DEFAULTS[method].values():
+        for k, v in table.items():
+            out.setdefault(k, v)
+    return out
 
 
 # ----------------------------------------------------------------------------- schedules

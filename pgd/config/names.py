@@ -14,7 +14,7 @@ BACKBONES = ("r101", "r50", "mbv2", "tiny")
 
 # ----------------------------------------------------------------------------- methods
 #: knowledge-distillation methods a ``distill`` section can name (PGD and the Table 1 baselines)
-KD_METHODS = ("pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld")
+KD_METHODS = ("pgd", "fgd", "defeat", "frs", "fgfi", "fkd", "ld", "crosskd")
 #: the KD baselines (every KD method but PGD)
 BASELINES = tuple(m for m in KD_METHODS if m != "pgd")
 #: plain training (no distillation): the baseline row of every table

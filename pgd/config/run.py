@@ -228,6 +228,8 @@ def _knob_type(key: str, example):
         return PosFloat
     if key in D.RATIO_KNOBS:
         return Annotated[float, Field(gt=0, le=1)]
+    if key in D.AT_LEAST_ONE_KNOBS:
+        return Annotated[float, Field(ge=1, allow_inf_nan=False)]
     return NonNegFloat
 
 
@@ -318,6 +320,12 @@ class RunConfig(Strict):
                 raise ValueError(
                     f"KD method {d.method!r} does not apply to detector {self.detector!r}; valid "
                     f"detectors for {d.method} are: {', '.join(sorted(table))}")
+            foreign = sorted(k for k in D.baseline_knobs(d.method)
+                             if getattr(d, k) is not None and k not in table[self.detector])
+            if foreign:
+                raise ValueError(
+                    f"distill key(s) {', '.join(foreign)} of method {d.method!r} do not apply to detector "
+                    f"{self.detector!r}; its keys are: {', '.join(table[self.detector])}")
         if d.method == "ld" and d.inherit_teacher_neck_head:
             raise ValueError("distill.inherit_teacher_neck_head is not supported by method 'ld' "
                              "(mmdet's KnowledgeDistillationSingleStageDetector); set it to false or null")

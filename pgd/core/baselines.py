@@ -42,6 +42,7 @@ __all__ = [
     "frs_loss_terms",
     "frs_richness",
     "global_channel_attention",
+    "legacy_iou_pairs",
 ]
 
 Module = Callable[[torch.Tensor], torch.Tensor]
@@ -104,18 +105,48 @@ def box_cells(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- FGD
-def fgd_masks(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _fgd_axis(lo: torch.Tensor, hi: torch.Tensor, size: int, inclusive: bool):
+    """Cells of one axis: ``([G, size] bool, [G] unclipped extent in cells)``.
+
+    ``inclusive``: cells ``floor(lo) .. ceil(hi)`` (FGD's code); else ``floor(lo) ..
+    max(ceil(hi) - 1, floor(lo))`` (the cells the extent overlaps, at least one). Cells outside
+    ``0 .. size - 1`` are dropped from the mask, never from the extent.
+    """
+    first = lo.floor()
+    last = hi.ceil() if inclusive else torch.maximum(hi.ceil() - 1, first)
+    idx = torch.arange(int(size), device=lo.device, dtype=torch.float32)
+    on = (idx[None] >= first[:, None]) & (idx[None] <= last[:, None])
+    return on, (last - first + 1).clamp(min=1)
+
+
+def fgd_masks(boxes: torch.Tensor, height: int, width: int, *, inclusive: bool = True,
+              clipped_area: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """FGD's ``(M_fg, M_bg)``, each ``[H, W]``, of one image on one level.
 
-    ``M_fg(h, w) = max over the boxes covering the cell of 1 / (box_h_cells * box_w_cells)``
-    (:func:`box_cells` decides the covering; ``boxes`` in cell units);
-    ``M_bg = 1 - [M_fg > 0]``, divided by its sum (all zeros when every cell is foreground).
+    ``boxes`` ``[G, 4]`` are ``(x1, y1, x2, y2)`` in **cell units** (the caller maps pixels to
+    the level). As FGD's code (yzd-v/FGD ``mmdet/distillation/losses/fgd.py`` L93-102), a box
+    covers rows ``floor(y1) .. ceil(y2)`` and columns ``floor(x1) .. ceil(x2)``, both ends
+    included, and weighs ``1 / (h_cells * w_cells)`` with the **unclipped** extents
+    ``h_cells = ceil(y2) - floor(y1) + 1`` (likewise w), so a box leaving the map keeps the
+    weight of its whole extent::
+
+        M_fg(h, w) = max over the boxes covering the cell of 1 / (h_cells * w_cells)
+        M_bg       = [M_fg == 0] / sum [M_fg == 0]      (all zeros when no cell is background)
+
+    Options (departures from the code, off by default): ``inclusive=False`` covers only the
+    cells the box overlaps (``floor(x1) .. ceil(x2) - 1``, at least one); ``clipped_area=True``
+    divides by the number of covered cells inside the map instead of the unclipped extent.
     """
-    cells = box_cells(boxes, height, width).to(torch.float32)  # [G, H, W]
-    if cells.shape[0] == 0:
-        fg = torch.zeros(int(height), int(width), device=cells.device)
+    _check_tensor("boxes", boxes, ndim=2, last=4)
+    b = boxes.detach().to(torch.float32)
+    H, W = int(height), int(width)
+    if b.shape[0] == 0:
+        fg = torch.zeros(H, W, device=b.device)
     else:
-        area = cells.flatten(1).sum(1).clamp(min=1)  # [G]
+        on_x, ext_x = _fgd_axis(b[:, 0], b[:, 2], W, inclusive)
+        on_y, ext_y = _fgd_axis(b[:, 1], b[:, 3], H, inclusive)
+        cells = (on_y[:, :, None] & on_x[:, None, :]).to(torch.float32)  # [G, H, W]
+        area = cells.flatten(1).sum(1).clamp(min=1) if clipped_area else ext_x * ext_y
         fg = (cells / area[:, None, None]).amax(0)
     bg = (fg == 0).to(torch.float32)
     return fg, bg / bg.sum().clamp(min=1)
@@ -289,6 +320,7 @@ def frs_loss_terms(
     w_feat: float,
     w_cls: float,
     ramp: float = 1.0,
+    bce_from_logits: bool = False,
 ) -> dict[str, torch.Tensor]:
     """FRS (Du et al., NeurIPS 2021), summed over levels; ``feats_s`` through the 3x3 adapt.
 
@@ -297,9 +329,15 @@ def frs_loss_terms(
         feat = sum R * (F^S - F^T)^2 / sum R
         cls  = sum R * BCE(sigmoid(z^S), sigmoid(z^T)) / sum R
 
-    (BCE summed over the classes and anchors; computed from the student's logits, which is
-    the same value without the log(0) clamp). Returns ``{"feat": ramp * w_feat * feat,
-    "cls": ramp * w_cls * cls}``; ``ramp`` in [0, 1] is the warm-up factor.
+    (BCE summed over the classes and anchors). As FRS's code
+    (duzhixing/FRS ``detectors/distill_frs_single.py`` L61-70), the BCE is computed on the
+    float32 probabilities by ``torch.nn.functional.binary_cross_entropy`` itself (each log
+    clamped at -100; autocast is disabled around it, as it refuses to autocast), so a
+    saturated student logit (``sigmoid(z) == 1`` in float32, ``z > ~16.6``) costs at most 100
+    per class and passes no gradient. ``bce_from_logits=True`` (a departure) uses the exact
+    ``binary_cross_entropy_with_logits`` instead (unbounded, ``~|z|``). Returns
+    ``{"feat": ramp * w_feat * feat, "cls": ramp * w_cls * cls}``; ``ramp`` in [0, 1] is the
+    warm-up factor.
     """
     L = _check_levels(feats_s=feats_s, feats_t=feats_t, cls_logits_s=cls_logits_s, cls_logits_t=cls_logits_t)
     w_feat, w_cls = _check_weight("w_feat", w_feat), _check_weight("w_cls", w_cls)
@@ -314,7 +352,11 @@ def frs_loss_terms(
         norm = r.sum().clamp(min=torch.finfo(torch.float32).tiny)
         zs = cls_logits_s[lvl].to(torch.float32)
         pt = cls_logits_t[lvl].detach().to(torch.float32).sigmoid()
-        bce = F.binary_cross_entropy_with_logits(zs, pt, reduction="none")
+        if bce_from_logits:
+            bce = F.binary_cross_entropy_with_logits(zs, pt, reduction="none")
+        else:
+            with torch.autocast(device_type=zs.device.type, enabled=False):
+                bce = F.binary_cross_entropy(zs.sigmoid(), pt, reduction="none")
         feat = feat + (r * (fs - ft) ** 2).sum() / norm
         cls = cls + (r * bce).sum() / norm
     dt = feats_s[0].dtype
@@ -322,14 +364,37 @@ def frs_loss_terms(
 
 
 # ----------------------------------------------------------------------------- FGFI
+def legacy_iou_pairs(boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """IoU with the legacy ``+1`` pixel convention, ``[A, 4] x [G, 4] -> [A, G]``, no grad.
+
+    As FGFI's ``bbox_overlaps_batch`` (twangnh/Distilling-Object-Detectors
+    ``lib/model/rpn/bbox_transform.py`` L168-215): widths ``x2 - x1 + 1``, heights
+    ``y2 - y1 + 1``, intersection ``min(x2) - max(x1) + 1`` (clamped at 0) per axis; a GT whose
+    ``+1`` width and height are both 1 (the code's marker of a padding row) has IoU 0.
+    """
+    _check_tensor("boxes", boxes, ndim=2, last=4)
+    _check_tensor("gt", gt, ndim=2, last=4)
+    b = boxes.detach().to(torch.float32)
+    g = gt.detach().to(torch.float32)
+    bw, bh = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
+    gw, gh = g[:, 2] - g[:, 0] + 1, g[:, 3] - g[:, 1] + 1
+    iw = (torch.minimum(b[:, None, 2], g[None, :, 2]) - torch.maximum(b[:, None, 0], g[None, :, 0]) + 1).clamp(min=0)
+    ih = (torch.minimum(b[:, None, 3], g[None, :, 3]) - torch.maximum(b[:, None, 1], g[None, :, 1]) + 1).clamp(min=0)
+    inter = iw * ih
+    iou = inter / ((bw * bh)[:, None] + (gw * gh)[None, :] - inter)
+    return iou.masked_fill(((gw == 1) & (gh == 1))[None, :], 0.0)
+
+
 def fgfi_mask(anchors: torch.Tensor, gt_boxes: torch.Tensor, num_anchors: int,
-              ratio: float = 0.5) -> torch.Tensor:
+              ratio: float = 0.5, *, legacy_iou: bool = True) -> torch.Tensor:
     """``[A]`` bool: FGFI's imitation mask of one image over its locations.
 
     ``anchors`` ``[A*na, 4]`` (all levels, mmdet's (h, w, anchor) order), ``gt_boxes``
     ``[G, 4]``. For each GT the anchors with ``IoU > ratio * (that GT's best anchor IoU)``
-    are on; a location is on if any of its ``na`` anchors is; union over the GTs. A GT that
-    overlaps no anchor at all (best IoU 0) selects nothing.
+    are on; a location is on if any of its ``na`` anchors is; union over the GTs (FGFI's
+    ``anchor_target_layer.py`` L103-115). A GT that overlaps no anchor at all (best IoU 0)
+    selects nothing. The IoU is :func:`legacy_iou_pairs` (the code's ``+1`` convention);
+    ``legacy_iou=False`` (a departure) uses the plain IoU :func:`pgd.core.box_iou_pairs`.
     """
     _check_tensor("anchors", anchors, ndim=2, last=4)
     _check_tensor("gt_boxes", gt_boxes, ndim=2, last=4)
@@ -337,7 +402,7 @@ def fgfi_mask(anchors: torch.Tensor, gt_boxes: torch.Tensor, num_anchors: int,
         raise ConfigError(f"ratio={ratio!r} must lie in (0, 1]")
     if gt_boxes.shape[0] == 0:
         return torch.zeros(anchors.shape[0] // int(num_anchors), dtype=torch.bool, device=anchors.device)
-    iou = box_iou_pairs(anchors, gt_boxes)  # [A*na, G]
+    iou = (legacy_iou_pairs if legacy_iou else box_iou_pairs)(anchors, gt_boxes).to(torch.float32)  # [A*na, G]
     best = iou.amax(dim=0, keepdim=True)
     on = (iou > ratio * best) & (best > 0)
     return max_over_anchors(on.any(dim=1).to(torch.float32), int(num_anchors)) > 0
@@ -349,14 +414,18 @@ def fgfi_loss_terms(
     masks: Sequence[torch.Tensor],
     *,
     weight: float,
+    zero_without_mask: bool = True,
 ) -> dict[str, torch.Tensor]:
     """FGFI (Wang et al., CVPR 2019); ``feats_s`` through the adapt conv; masks ``[N, H, W]``.
 
-    One normaliser over all levels and images of the batch::
+    One normaliser over all levels and images of the batch (FGFI's ``trainval_net_sup.py``
+    L378-385)::
 
-        feat = sum_levels sum mask * (F^S - F^T)^2 / (2 * count(mask))   (0 with no mask)
+        feat = sum_levels sum mask * (F^S - F^T)^2 / (2 * count(mask))
 
-    Returns ``{"feat": weight * feat}``.
+    With no cell in any mask (a batch without GT boxes) the code divides 0 by 0 (NaN, which
+    would poison every later step); ``zero_without_mask=True`` (the default, a departure)
+    returns 0 there instead, ``False`` returns the code's NaN. Returns ``{"feat": weight * feat}``.
     """
     L = _check_levels(feats_s=feats_s, feats_t=feats_t, masks=masks)
     weight = _check_weight("weight", weight)
@@ -368,7 +437,8 @@ def fgfi_loss_terms(
         m = _check_map(f"masks[{lvl}]", masks[lvl], fs)
         total = total + (m[:, None] * (fs - ft) ** 2).sum()
         count = count + m.sum()
-    return {"feat": (weight * total / (2 * count).clamp(min=1)).to(feats_s[0].dtype)}
+    norm = (2 * count).clamp(min=1) if zero_without_mask else 2 * count
+    return {"feat": (weight * total / norm).to(feats_s[0].dtype)}
 
 
 # ----------------------------------------------------------------------------- FKD
@@ -437,6 +507,7 @@ def fkd_loss_terms(
     w_channel: float,
     w_spatial: float,
     w_relation: float,
+    channel_mask: bool = True,
 ) -> dict[str, torch.Tensor]:
     """FKD (Zhang & Ma, ICLR 2021) as its public code computes it, summed over levels.
 
@@ -452,7 +523,10 @@ def fkd_loss_terms(
         spatial  = || mean_c F^T - spatial_adapt(mean_c F^S) ||
         relation = || nl_adapt(nl_s(F^S)) - nl_t(F^T) ||
 
-    Returns ``{"feat": w_feat*feat, "channel": w_channel*channel, "spatial":
+    The feature term weighs by both masks, ``P`` and ``Q``, as the paper's attention-masked
+    loss and the supplementary code's ``dist2(..., attention_mask, channel_attention_mask)``;
+    ``channel_mask=False`` (MMRazor's ``FBKDLoss`` port) drops ``Q``: ``|| (F^T - adapt(F^S))
+    sqrt(P) ||``. Returns ``{"feat": w_feat*feat, "channel": w_channel*channel, "spatial":
     w_spatial*spatial, "relation": w_relation*relation}``.
     """
     L = _check_levels(feats_s=feats_s, feats_t=feats_t, adapt=adapt, channel_adapt=channel_adapt,
@@ -469,7 +543,7 @@ def fkd_loss_terms(
         fa = adapt[lvl](fs)
         _check_pair(lvl, fa, ft)
         p, q = fkd_attention_masks(fs if fs.shape[1] == ft.shape[1] else fa, ft, temp)
-        mask = p[:, None] * q[:, :, None, None]
+        mask = p[:, None] * q[:, :, None, None] if channel_mask else p[:, None].expand_as(ft)
         feat = feat + norm((ft - fa) * mask.sqrt())
         channel = channel + norm(ft.mean(dim=(2, 3)) - channel_adapt[lvl](fs.mean(dim=(2, 3))))
         spatial = spatial + norm(ft.mean(dim=1, keepdim=True) - spatial_adapt[lvl](fs.mean(dim=1, keepdim=True)))

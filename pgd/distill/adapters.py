@@ -32,6 +32,9 @@ class Captured:
     reg: list[torch.Tensor] = field(default_factory=list)
     neck: list[torch.Tensor] = field(default_factory=list)
     head: tuple | None = None
+    #: ``(branch, layer) -> list over levels``: outputs of the extra tower layers an adapter
+    #: was asked to watch (:meth:`HeadAdapter.watch_tower`; CrossKD's reused layer)
+    tower: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class HeadAdapter:
             if not hasattr(self.head, attr):
                 raise ConfigError(f"{type(self.head).__name__} has no {attr}; not a supported dense head")
         self._active: Captured | None = None
+        self._watched: set = set()
         self._handles = [
             self.head.cls_convs[0].register_forward_hook(self._hook("cls")),
             self.head.reg_convs[0].register_forward_hook(self._hook("reg")),
@@ -69,6 +73,35 @@ class HeadAdapter:
         def hook(_module, _inputs, output):
             if self._active is not None:
                 getattr(self._active, name).append(output)
+
+        return hook
+
+    def watch_tower(self, layer: int, pre_activation: bool = False) -> None:
+        """Also capture the output of tower layer ``layer`` (0-based) of both branches, into
+        ``Captured.tower[(branch, layer)]``. ``pre_activation``: a copy of the layer's output
+        before its activation (the output of its norm, or of its conv without norm; mmcv's
+        in-place ReLU would otherwise overwrite it). Watching a layer twice is a no-op."""
+        for branch in ("cls", "reg"):
+            convs = getattr(self.head, f"{branch}_convs")
+            if not 0 <= int(layer) < len(convs):
+                raise ConfigError(f"{type(self.head).__name__}.{branch}_convs has {len(convs)} layers; "
+                                  f"there is no layer {layer}")
+            key = (branch, int(layer), bool(pre_activation))
+            if key in self._watched:
+                continue
+            module = convs[int(layer)]
+            if pre_activation:
+                order = tuple(getattr(module, "order", ("conv", "norm", "act")))
+                if order != ("conv", "norm", "act"):
+                    raise ConfigError(f"pre-activation capture needs a conv-norm-act layer, got order {order}")
+                module = module.norm if getattr(module, "with_norm", False) else module.conv
+            self._watched.add(key)
+            self._handles.append(module.register_forward_hook(self._tower_hook((branch, int(layer)), pre_activation)))
+
+    def _tower_hook(self, key, copy: bool):
+        def hook(_module, _inputs, output):
+            if self._active is not None:
+                self._active.tower.setdefault(key, []).append(output.clone() if copy else output)
 
         return hook
 

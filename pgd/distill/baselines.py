@@ -5,7 +5,10 @@
 distiller)``: it builds each method's masks from the GT boxes / the teacher's outputs, runs
 the trainable parts (adapt convs, FGD's GcBlocks, FKD's non-local blocks and adapters, all
 created in ``__init__`` so the optimizer sees them) and calls the math in
-:mod:`pgd.core.baselines`. It returns ``{"loss_<method>_<term>": tensor}``.
+:mod:`pgd.core.baselines` (CrossKD: :mod:`pgd.core.crosskd`, its head plumbing in
+:mod:`pgd.distill.crosskd`). It returns ``{"loss_<method>_<term>": tensor}``. A module with an
+``attach(s_adapter, t_adapter)`` method (CrossKD) is attached to the distiller's adapters
+once both detectors are built.
 
 LD is not built here: it is MMDetection's own ``KnowledgeDistillationSingleStageDetector`` +
 ``LDHead`` (see :func:`pgd.distill.config.distiller_model_config`). Its defaults live in the
@@ -54,7 +57,10 @@ def build_baseline(method: str, distill_cfg: dict, student_cfg: dict, teacher_cf
         )
     if method not in LOSSES:
         raise unknown_name("KD baseline", method, LOSSES)
-    params = {k: distill_cfg[k] for k in D.baseline_knobs(method)}
+    if detector not in D.BASELINE_DEFAULTS[method]:
+        raise ConfigError(f"KD method {method!r} does not apply to detector {detector!r}; valid detectors "
+                          f"for {method} are: {', '.join(sorted(D.BASELINE_DEFAULTS[method]))}")
+    params = {k: distill_cfg.get(k) for k in D.BASELINE_DEFAULTS[method][detector]}
     missing = [k for k, v in params.items() if v is None]
     if missing:
         raise ConfigError(f"distill section of {method!r} is not resolved ({', '.join(missing)} null); "
@@ -110,6 +116,21 @@ class BaselineKD(nn.Module):
         self.c_t, t_levels = _neck(teacher_cfg)
         if t_levels != self.num_levels:
             raise ConfigError(f"student FPN has {self.num_levels} levels, teacher {t_levels}; they must match")
+        self._forwards = 0
+
+    def current_iter(self) -> int:
+        """The training iteration: mmengine's ``MessageHub`` ``iter`` (set by the Runner's
+        ``RuntimeInfoHook`` before every train iteration, restored on resume); outside a
+        Runner (no ``iter`` in the hub) the number of training forwards of this module so far
+        (:meth:`_count_forward`; a plain counter, not checkpointed)."""
+        from mmengine.logging import MessageHub
+
+        it = MessageHub.get_current_instance().get_info("iter")
+        return self._forwards if it is None else int(it)
+
+    def _count_forward(self) -> None:
+        if self.training:
+            self._forwards += 1
 
     #: attributes holding the student-side adapt convs (one per level)
     ADAPT: tuple[str, ...] = ()
@@ -153,14 +174,24 @@ class FGDKD(BaselineKD):
 
     @torch.no_grad()
     def masks(self, samples, feats) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per level ``[N, H, W]`` fg / bg masks; boxes mapped with the padded input shape."""
-        pad_h, pad_w = _padded_shape(samples)
+        """Per level ``[N, H, W]`` fg / bg masks (:func:`pgd.core.baselines.fgd_masks`).
+
+        Boxes are mapped to cells as FGD's code, ``x / shape_w * W`` and ``y / shape_h * H``,
+        with ``shape`` the padded batch input shape (``padded_shape``, the default; the code
+        uses each image's unpadded ``img_shape``, which shrinks the boxes of padded images)."""
+        p = self.params
+        if p["padded_shape"]:
+            shapes = [_padded_shape(samples)] * len(samples)
+        else:
+            shapes = [tuple(int(v) for v in s.metainfo["img_shape"][:2]) for s in samples]
         boxes = _gt_boxes(samples, feats[0].device)
         fgs, bgs = [], []
         for f in feats:
             H, W = f.shape[-2:]
-            scale = f.new_tensor([W / pad_w, H / pad_h, W / pad_w, H / pad_h], dtype=torch.float32)
-            per_img = [fgd_masks(b * scale, H, W) for b in boxes]
+            per_img = []
+            for b, (sh, sw) in zip(boxes, shapes):
+                cell = torch.stack([b[:, 0] / sw * W, b[:, 1] / sh * H, b[:, 2] / sw * W, b[:, 3] / sh * H], 1)
+                per_img.append(fgd_masks(cell, H, W, inclusive=p["inclusive_cells"], clipped_area=p["clipped_area"]))
             fgs.append(torch.stack([m[0] for m in per_img]))
             bgs.append(torch.stack([m[1] for m in per_img]))
         return fgs, bgs
@@ -230,13 +261,6 @@ class FRSKD(BaselineKD):
     def __init__(self, *args):
         super().__init__(*args)
         self.adapt = self._adapt_convs(3)
-        self._forwards = 0
-
-    def current_iter(self) -> int:
-        from mmengine.logging import MessageHub
-
-        it = MessageHub.get_current_instance().get_info("iter")
-        return self._forwards if it is None else int(it)
 
     def ramp(self) -> float:
         n = int(self.params["ramp_iters"])
@@ -249,15 +273,18 @@ class FRSKD(BaselineKD):
         s_logits, t_logits = s_feats.head[0], head_outs[0]
         fs = [self.adapt[i](f) for i, f in enumerate(s_feats.neck)]
         terms = frs_loss_terms(fs, t_feats.neck, s_logits, t_logits, w_feat=self.params["w_feat"],
-                               w_cls=self.params["w_cls"], ramp=self.ramp())
-        if self.training:
-            self._forwards += 1
+                               w_cls=self.params["w_cls"], ramp=self.ramp(),
+                               bce_from_logits=self.params["bce_from_logits"])
+        self._count_forward()
         return self._named(terms)
 
 
 # ----------------------------------------------------------------------------- FGFI
 class FGFIKD(BaselineKD):
-    """FGFI on the FPN outputs through a 3x3 adapt conv, masked near the GTs' best anchors."""
+    """FGFI on the FPN outputs through a 3x3 adapt conv, masked near the GTs' best anchors.
+
+    As FGFI's code, the imitation term is 0 for the first ``warm_iters`` training iterations
+    (:meth:`BaselineKD.current_iter`; ``warm_iters: 0`` imitates from the start)."""
 
     method = "fgfi"
     ADAPT = ("adapt",)
@@ -274,7 +301,8 @@ class FGFIKD(BaselineKD):
         if priors.boxes_or_points[0].shape[-1] != 4:
             raise ConfigError(f"FGFI needs anchor boxes; detector {self.detector!r} has anchor points")
         anchors = torch.cat(priors.boxes_or_points)
-        per_img = [fgfi_mask(anchors, b, priors.num_anchors, self.params["iou_ratio"]).to(torch.float32)
+        per_img = [fgfi_mask(anchors, b, priors.num_anchors, self.params["iou_ratio"],
+                             legacy_iou=self.params["legacy_iou"]).to(torch.float32)
                    for b in _gt_boxes(samples, anchors.device)]
         out = []
         for lvl, chunks in enumerate(zip(*[torch.split(m, priors.level_sizes) for m in per_img])):
@@ -286,7 +314,11 @@ class FGFIKD(BaselineKD):
         _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
         masks = self.masks(samples, t_feats.neck, distiller.s_adapter)
         fs = [self.adapt[i](f) for i, f in enumerate(s_feats.neck)]
-        return self._named(fgfi_loss_terms(fs, t_feats.neck, masks, weight=self.params["weight"]))
+        warm = self.current_iter() < int(self.params["warm_iters"])
+        terms = fgfi_loss_terms(fs, t_feats.neck, masks, weight=0.0 if warm else self.params["weight"],
+                                zero_without_mask=self.params["zero_without_gt"])
+        self._count_forward()
+        return self._named(terms)
 
 
 # ----------------------------------------------------------------------------- FKD
@@ -325,9 +357,114 @@ class FKDKD(BaselineKD):
             s_feats.neck, t_feats.neck, adapt=self.adapt, channel_adapt=self.channel_adapt,
             spatial_adapt=self.spatial_adapt, nl_s=self.nl_s, nl_t=self.nl_t, nl_adapt=self.nl_adapt,
             temp=p["temp"], w_feat=p["w_feat"], w_channel=p["w_channel"], w_spatial=p["w_spatial"],
-            w_relation=p["w_relation"],
+            w_relation=p["w_relation"], channel_mask=p["channel_mask"],
         )
         return self._named(terms)
 
 
-LOSSES: dict[str, type[BaselineKD]] = {"fgd": FGDKD, "defeat": DeFeatKD, "frs": FRSKD, "fgfi": FGFIKD, "fkd": FKDKD}
+# ----------------------------------------------------------------------------- CrossKD
+class CrossKDKD(BaselineKD):
+    """CrossKD (+ optional PKD): the student's head features after tower layer
+    ``reused_head_idx`` run through the teacher's remaining head layers
+    (:mod:`pgd.distill.crosskd`), the cross-head predictions mimicking the teacher's own
+    (:mod:`pgd.core.crosskd`, one recipe per head). No trainable parameters of its own.
+
+    Entries: ``loss_crosskd_cls``, ``loss_crosskd_reg``, ``loss_crosskd_center`` (ATSS) and,
+    with ``pkd: true``, ``loss_crosskd_pkd`` (PKD on every FPN level).
+    """
+
+    method = "crosskd"
+
+    def __init__(self, params: dict, student_cfg: dict, teacher_cfg: dict, detector: str):
+        super().__init__(params, student_cfg, teacher_cfg, detector)
+        idx = int(self.params["reused_head_idx"])
+        s_head, t_head = student_cfg["bbox_head"], teacher_cfg["bbox_head"]
+        cs = int(s_head.get("feat_channels", 256))
+        ct = int(t_head.get("feat_channels", 256))
+        if cs != ct:
+            raise ConfigError(
+                f"CrossKD feeds the student's head features into the teacher's head, so both heads "
+                f"need the same feat_channels; student {cs}, teacher {ct}"
+            )
+        if self.params["pkd"] and self.c_s != self.c_t:
+            raise ConfigError(f"PKD compares the FPN maps channel by channel; student has {self.c_s} "
+                              f"channels, teacher {self.c_t} (set distill.pkd: false)")
+        for side, head in (("student", s_head), ("teacher", t_head)):
+            n = int(head.get("stacked_convs", 4))
+            if not 0 <= idx <= n:
+                raise ConfigError(
+                    f"distill.reused_head_idx={idx} but the {side} head has {n} tower "
+                    f"layers per branch; choose 0..{n} (CrossKD's released value assumes 4)"
+                )
+        self.reused_head_idx = idx
+
+    def attach(self, s_adapter, t_adapter) -> None:
+        """Called by ``PGDDistiller`` once both detectors are built: checks their heads and
+        asks both adapters to capture the reused tower layer."""
+        from pgd.distill.crosskd import check_head
+
+        for side, adapter in (("student", s_adapter), ("teacher", t_adapter)):
+            check_head(adapter.head, self.reused_head_idx, side)
+            if self.reused_head_idx > 0:
+                adapter.watch_tower(self.reused_head_idx - 1, self.params["pre_activation"])
+
+    def _held(self, feats, side: str):
+        if self.reused_head_idx == 0:
+            return feats.neck, feats.neck
+        key = self.reused_head_idx - 1
+        cls, reg = feats.tower.get(("cls", key), []), feats.tower.get(("reg", key), [])
+        if len(cls) != self.num_levels or len(reg) != self.num_levels:
+            raise RuntimeError(f"captured {len(cls)}/{len(reg)} {side} head features of tower layer {key}, "
+                               f"expected {self.num_levels} (one per FPN level)")
+        return cls, reg
+
+    def forward(self, s_feats, t_feats, head_outs, samples, distiller) -> dict[str, torch.Tensor]:
+        from pgd.core.crosskd import (
+            align_scale,
+            crosskd_atss_terms,
+            crosskd_fcos_terms,
+            crosskd_gfl_terms,
+            pkd_loss_terms,
+        )
+        from pgd.distill.crosskd import flatten_levels, reuse_teacher_head, student_targets
+
+        _check_levels(s_feats.neck, t_feats.neck, self.num_levels)
+        s_cls, s_reg = self._held(s_feats, "student")
+        t_cls, t_reg = self._held(t_feats, "teacher")
+        s_head, t_head = distiller.s_adapter.head, distiller.t_adapter.head
+        reused = [reuse_teacher_head(t_head, align_scale(s_cls[lvl], t_cls[lvl]), align_scale(s_reg[lvl], t_reg[lvl]),
+                                     lvl, self.reused_head_idx) for lvl in range(self.num_levels)]
+        r_cls, r_box, r_ctr = (list(x) for x in zip(*reused))
+        t_cls_scores, t_box = list(head_outs[0]), list(head_outs[1])
+        K = s_head.cls_out_channels
+        sizes = [tuple(c.shape[-2:]) for c in t_cls_scores]
+        targets = student_targets(s_head, sizes, samples, t_cls_scores[0].device)
+        p = self.params
+        rc, tc = flatten_levels(r_cls, K), flatten_levels(t_cls_scores, K)
+        if self.detector == "gfl":
+            width = 4 * (s_head.reg_max + 1)
+            terms = crosskd_gfl_terms(rc, tc, flatten_levels(r_box, width), flatten_levels(t_box, width),
+                                      targets["label_weights"], targets["avg_factor"], beta=p["beta"],
+                                      temp=p["kl_temp"], w_cls=p["w_cls"], w_reg=p["w_reg"])
+        elif self.detector == "atss":
+            anchors, coder = targets["anchors"], s_head.bbox_coder
+            rb = coder.decode(anchors, flatten_levels(r_box, coder.encode_size))
+            tb = coder.decode(anchors, flatten_levels(t_box, coder.encode_size))
+            labels = targets["labels"]
+            terms = crosskd_atss_terms(rc, tc, rb, tb, flatten_levels(r_ctr, 1), flatten_levels(list(head_outs[2]), 1),
+                                       targets["label_weights"], (labels >= 0) & (labels < s_head.num_classes),
+                                       targets["avg_factor"], beta=p["beta"], w_cls=p["w_cls"], w_reg=p["w_reg"],
+                                       w_center=p["w_center"])
+        else:  # fcos
+            points, coder = targets["points"], s_head.bbox_coder
+            rb = coder.decode(points, flatten_levels(r_box, 4))
+            tb = coder.decode(points, flatten_levels(t_box, 4))
+            terms = crosskd_fcos_terms(rc, tc, rb, tb, targets["denorm"], beta=p["beta"], w_cls=p["w_cls"],
+                                       w_reg=p["w_reg"])
+        if p["pkd"]:
+            terms["pkd"] = pkd_loss_terms(s_feats.neck, t_feats.neck, weight=p["w_pkd"])["feat"]
+        return self._named(terms)
+
+
+LOSSES: dict[str, type[BaselineKD]] = {"fgd": FGDKD, "defeat": DeFeatKD, "frs": FRSKD, "fgfi": FGFIKD, "fkd": FKDKD,
+                                       "crosskd": CrossKDKD}

@@ -55,6 +55,8 @@ class PGDDistiller(BaseDetector):
             from pgd.distill.baselines import build_baseline
 
             self.kd = build_baseline(method, self.distill_cfg, student, teacher, detector)
+            if callable(getattr(self.kd, "attach", None)):  # CrossKD: capture its reused head layer
+                self.kd.attach(self.s_adapter, self.t_adapter)
         else:
             align = nn.ModuleDict()
             for branch in self.distill.branches:
