@@ -78,6 +78,15 @@ def mlflow_runs(home: Path, experiment: str):
     return c.search_runs([exp.experiment_id], max_results=1000)
 
 
+def mlflow_artifact(home: Path, run_id: str, path: str) -> str:
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    return c.download_artifacts(run_id, path, tempfile.mkdtemp())
+
+
 def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
     """student + pgd + a diverging student: 1 parent, 3 children (1 FAILED with its reason),
     and a table with the PGD delta against the student."""
@@ -108,6 +117,19 @@ def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
         assert r.data.params["model"] == "atss_tiny"
         assert "time_this_iter_s" not in m and "training_iteration" not in m  # no Ray junk
     pgd_run = next(r for r in finished if r.data.tags["pgd.method"] == "pgd")
+    # one object: the plan's trial run == what the trial trained == what MLflow records
+    import yaml
+
+    plan = out["plan"]
+    planned = next(t for t in plan.trials if t.method == "pgd")
+    assert pgd_run.data.tags["pgd.trial_id"] == planned.key and pgd_run.info.run_name == planned.name
+    trained = yaml.safe_load((Path(planned.run.work_dir) / "run_config.yaml").read_text())
+    recorded = yaml.safe_load(Path(mlflow_artifact(home, pgd_run.info.run_id, "resolved_config.yaml")).read_text())
+    assert trained == recorded == planned.run.dump()
+    written = yaml.safe_load((Path(plan.sweep_dir) / "plan.yaml").read_text())
+    assert written == plan.dump()
+    assert pgd_run.data.tags["pgd.teacher_hash"] == plan.teachers[0].hash
+    assert pgd_run.data.tags["pgd.cpus"] == "1" and pgd_run.data.tags["pgd.gpus"] == "0"
     assert {"train.loss_pgd_cls_fea", "train.loss_pgd_reg_att"} <= set(pgd_run.data.metrics)
     assert pgd_run.data.params["distill.alpha"] == "0.08"  # resolved default recorded
     # the table: student and pgd rows, delta = pgd - student
