@@ -81,8 +81,8 @@ def test_mr_and_ji_by_hand_on_a_generated_image(crowd):
 
 
 def test_train_and_evaluate_a_tiny_detector(crowd):
-    from pgd.evaluation.crowdhuman import crowdhuman_evaluate
     from pgd.config.run import parse_run as run_config
+    from pgd.evaluation.crowdhuman import crowdhuman_evaluate
     from pgd.training import train
     from pgd.training.predict import load_detector, predict_detections
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgd.detectors import model_config
-from pgd.distill.baselines import build_baseline
 from pgd.config.defaults import BASELINE_DEFAULTS
 from pgd.config.run import parse_run, resolve_run
+from pgd.detectors import model_config
+from pgd.distill.baselines import build_baseline
 from pgd.errors import ConfigError
 
 TERMS = {"gfl": {"cls", "reg"}, "atss": {"cls", "reg", "center"}, "fcos": {"cls", "reg"}}

@@ -98,6 +98,7 @@ def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
           method: [student, pgd]
           schedule.base_lr: {{values: [0.02, 1.0e+9], when: {{method: [student]}}}}
         resources: {{workers_per_trial: 1, cpus_per_worker: 0.875, trial_driver_cpus: 0.125}}
+        analysis: [{{name: lrp, runs: rows}}]
     """)
     out = run_sweep(str(p))
     runs = mlflow_runs(home, "t")
@@ -105,6 +106,15 @@ def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
     children = [r for r in runs if r.data.tags.get("pgd.role") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 3
+    # the space's analysis section ran on one run per table row and landed in the parent run
+    import json
+
+    lrp = json.loads(Path(out["analysis"]["lrp"]["json"]).read_text())
+    assert set(lrp["runs"]) == {"atss student", "atss pgd"}
+    from mlflow.tracking import MlflowClient
+
+    listed = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").list_artifacts(parents[0].info.run_id, "analysis/lrp")
+    assert {Path(f.path).name for f in listed} >= {"lrp.png", "lrp.csv", "lrp.json"}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert len({r.data.tags["pgd.trial_id"] for r in children}) == 3
     failed = [r for r in children if r.info.status == "FAILED"]

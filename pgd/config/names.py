@@ -50,6 +50,12 @@ OBJECTIVE_METRICS = (*COCO_METRICS, "MR", "JI", "latency_ms")
 #: every metric a trial reports (besides its ``train/<loss term>`` values)
 REPORTED_METRICS = (*COCO_METRICS, *CROWDHUMAN_METRICS, "latency_ms")
 
+# ----------------------------------------------------------------------------- analyses
+#: the paper's analyses (pgd.reporting.analyses): Fig. 2, Fig. 3, Fig. 5, Fig. 6, Table 9
+ANALYSIS_NAMES = ("quality-map", "mask-out", "detections", "tide", "lrp")
+#: which runs of a sweep an analysis takes: one per table row, the teachers, every trial
+ANALYSIS_RUNS = ("rows", "teachers", "trials")
+
 # ----------------------------------------------------------------------------- sweeps
 SEARCHERS = ("grid", "optuna")
 SAMPLERS = ("tpe", "gp", "grid")

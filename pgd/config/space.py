@@ -38,6 +38,8 @@ from pydantic import Field, field_validator, model_validator
 from pgd.config.base import NonNegFloat, PosFloat, PosInt, Strict
 from pgd.config.loading import load_yaml, register_union_tags, validate
 from pgd.config.names import (
+    ANALYSIS_NAMES,
+    ANALYSIS_RUNS,
     COCO_METRICS,
     MODES,
     OBJECTIVE_METRICS,
@@ -107,6 +109,14 @@ class ReportSpec(Strict):
     baseline: dict[str, Any] = {"method": "student"}  # the row every other row is compared with
     columns: list[Literal[REPORTED_METRICS]] = list(COCO_METRICS)
     title: Optional[str] = None
+
+
+class AnalysisSpec(Strict):
+    """One of the paper's analyses run at the end of the sweep (docs/analyses.md)."""
+
+    name: Literal[ANALYSIS_NAMES]
+    runs: Literal[ANALYSIS_RUNS] = "rows"  # rows: the lowest-seed finished run of each table row
+    options: dict[str, Any] = {}  # the analysis' keyword options (e.g. percents for mask-out)
 
 
 class GridAxis(Strict):
@@ -237,6 +247,7 @@ class SpaceSpec(Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
     report: ReportSpec = ReportSpec()
+    analysis: list[AnalysisSpec] = []  # the paper's analyses at the end of the sweep
 
     @field_validator("grid", mode="before")
     @classmethod

@@ -251,6 +251,13 @@ def _build_plan(space_path, name, tracking_uri, check_tracking, check_checkpoint
     if check_tracking:
         check_tracking_uri(uri)
     rows = spec.report.rows
+    for i, a in enumerate(spec.analysis):
+        from pgd.reporting.analyses import check_options
+
+        try:
+            check_options(a.name, a.options)
+        except ConfigError as exc:
+            raise ConfigError(f"analysis[{i}]: {exc}") from None
     bad = [k for k in spec.report.baseline if k not in rows]
     if bad:
         raise ConfigError(f"{src}: report.baseline key(s) {bad} are not among report.rows {rows}")

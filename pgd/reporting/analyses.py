@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgd.config.names import ANALYSIS_NAMES
 from pgd.errors import ConfigError
 
 DEFAULT_PERCENTS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)  # mask-out X (%), paper Fig. 3
@@ -562,4 +563,18 @@ ANALYSES = {
     "tide": tide,
     "lrp": lrp,
 }
-ANALYSIS_NAMES = tuple(ANALYSES)
+assert tuple(ANALYSES) == ANALYSIS_NAMES
+#: keyword arguments every analysis takes that are not its options
+CALL_KEYS = ("tracking_uri", "mlflow_run_id")
+
+
+def check_options(name: str, options: dict) -> None:
+    """ConfigError unless ``options`` are keyword options of analysis ``name``."""
+    import inspect
+
+    params = inspect.signature(ANALYSES[name]).parameters
+    valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in CALL_KEYS]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"analysis {name!r}: unknown option(s) {', '.join(unknown)}; valid options are: "
+                          f"{', '.join(valid)}")

@@ -194,6 +194,10 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         from pgd.reporting.report import report_sweep
 
         out = report_sweep(uri, plan.space, plan.sweep_id, parent_run_id=parent, out_dir=sweep_dir / "report")
+        if plan.space.analysis:
+            from pgd.sweep.analysis import run_sweep_analyses
+
+            out["analysis"] = run_sweep_analyses(plan, out["runs"], parent, say=say)
         c.set_terminated(parent, status="FINISHED")
         out.update(sweep_dir=str(sweep_dir), parent_run_id=parent, tracking_uri=uri, failed=n_err, plan=plan)
         return out

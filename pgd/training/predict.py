@@ -119,9 +119,9 @@ def load_detector(run, checkpoint: str | os.PathLike, *, device: str | None = No
     from mmdet.registry import MODELS
 
     import pgd.integration
+    from pgd.config.run import parse_run
     from pgd.detectors import parse_name
     from pgd.paths import resolve
-    from pgd.config.run import parse_run
     from pgd.training.build import build_config, use_cuda
 
     pgd.integration.init_scope()
