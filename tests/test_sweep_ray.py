@@ -144,7 +144,11 @@ def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
     assert pgd_run.data.params["distill.alpha"] == "0.08"  # resolved default recorded
     # the table: student and pgd rows, delta = pgd - student
     frame = out["table"].frame.set_index("method")
-    assert set(frame.index) == {"student", "pgd"}
+    assert set(frame.index) == {"teacher", "student", "pgd"}  # the given teacher, evaluated once
+    teacher_run = next(r for r in runs if r.data.tags.get("pgd.role") == "teacher")
+    assert teacher_run.info.run_name == "teacher atss_tiny (given)"
+    assert pgd_run.data.metrics["teacher_AP"] == pytest.approx(teacher_run.data.metrics["AP"])
+    assert parents[0].data.metrics["teacher_AP.atss_tiny"] == pytest.approx(teacher_run.data.metrics["AP"])
     student_ap = next(r for r in finished if r.data.tags["pgd.method"] == "student").data.metrics["AP"]
     assert frame.loc["student", "AP_mean"] == pytest.approx(student_ap)
     assert frame.loc["pgd", "AP_delta"] == pytest.approx(pgd_run.data.metrics["AP"] - student_ap)
@@ -152,7 +156,7 @@ def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
     assert "| atss | pgd | 1 |" in md
     import pandas as pd
 
-    assert len(pd.read_parquet(out["paths"]["parquet"])) == 2
+    assert len(pd.read_parquet(out["paths"]["parquet"])) == 3
     assert Path(out["paths"]["best_config"]).is_file()
 
 

@@ -85,3 +85,38 @@ def check_detector_checkpoint(path: str, model_cfg: dict, what: str = "checkpoin
     if missing or unexpected or shapes:
         raise ConfigError(mismatch_message(what, path, missing, unexpected, shapes))
     return len(given)
+
+
+#: checkpoint keys a backbone may leave unused: the ImageNet classifier of a torchvision file
+IGNORABLE_BACKBONE_KEYS = ("fc.", "classifier.")
+
+
+def check_backbone_checkpoint(path: str, model_cfg: dict, what: str = "backbone_checkpoint") -> int:
+    """Refuse backbone weights (a local file, or the packaged ``pgd://`` weights) that leave a
+    key of the backbone unmatched or bring keys it has no place for (other than the ImageNet
+    classifier): mmengine's ``Pretrained`` init loads non-strictly and would only warn, leaving
+    the backbone partly random. Returns the number of tensors loaded."""
+    import copy
+
+    from mmdet.registry import MODELS
+
+    import pgd.integration
+
+    pgd.integration.init_scope()
+    cfg = copy.deepcopy(dict(model_cfg["backbone"]))
+    cfg["init_cfg"] = None
+    backbone = MODELS.build(cfg)
+    if str(path).startswith("pgd://"):
+        from pgd.detectors.mobilenet import load_packaged_weights
+
+        given = dict(load_packaged_weights(str(path)))
+    else:
+        given = load_state(path, what)
+    expected = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
+    given = {k: v for k, v in given.items() if not k.endswith("num_batches_tracked")}
+    missing, unexpected, shapes = compare_state(expected, given)
+    unexpected = [k for k in unexpected if not k.startswith(IGNORABLE_BACKBONE_KEYS)]
+    if missing or unexpected or shapes:
+        raise ConfigError(mismatch_message(f"{what} (for the {cfg.get('type')} backbone)", path,
+                                           missing, unexpected, shapes))
+    return len(expected)

@@ -72,6 +72,19 @@ class SweepPlan(Strict):
     def teacher(self, model: str) -> TeacherPlan:
         return next(t for t in self.teachers if t.model == model)
 
+    def teacher_run(self, model: str) -> RunConfig:
+        """The run a teacher is evaluated (or analysed) with: its training run, or for a given
+        checkpoint the run of a trial distilling from it, with the teacher's model and no
+        distill section."""
+        t = self.teacher(model)
+        if t.trial is not None:
+            return t.trial.run
+        trial = next(x for x in (self.trials or [self.optuna.base]) if x.teacher_model == model)
+        d = trial.run.dump()
+        d.update(model=model, distill=None, backbone_checkpoint=None, load_from=None,
+                 work_dir=str(Path(self.sweep_dir) / "trials" / f"teacher-{model}-{t.hash}" / "work"))
+        return resolve_run(parse_run(d, f"teacher {model} (given)"))
+
     def factory(self) -> TrialFactory:
         return TrialFactory(
             base=dict(self.space.base), teacher_template=teacher_template(self.space),
@@ -202,16 +215,22 @@ def check_data(runs: list[RunConfig]) -> None:
 
 
 def check_weights(runs: list[RunConfig]) -> None:
-    """Backbone weights and ``load_from`` checkpoints exist and are checkpoints."""
+    """Backbone weights fit their backbone (every key matched); ``load_from`` checkpoints
+    exist and are checkpoints."""
     seen = set()
     for run in runs:
-        for key in ("backbone_checkpoint", "load_from"):
-            path = getattr(run, key)
-            if path and path not in seen:
-                from pgd.integration.checkpoints import load_state
+        if run.backbone_checkpoint and (run.backbone_checkpoint, run.model) not in seen:
+            from pgd.detectors import model_config
+            from pgd.integration.checkpoints import check_backbone_checkpoint
 
-                seen.add(path)
-                load_state(path, key)
+            seen.add((run.backbone_checkpoint, run.model))
+            check_backbone_checkpoint(run.backbone_checkpoint, model_config(run.model, 1,
+                                      backbone_checkpoint=run.backbone_checkpoint))
+        if run.load_from and run.load_from not in seen:
+            from pgd.integration.checkpoints import load_state
+
+            seen.add(run.load_from)
+            load_state(run.load_from, "load_from")
 
 
 def check_given_teacher(model: str, path: Path, run_like: RunConfig) -> None:

@@ -42,12 +42,8 @@ def run_refs(which: str, plan, runs) -> list:
     if which == "teachers":
         refs = []
         for t in plan.teachers:
-            if t.trial is not None:
-                cfg = t.trial.run.dump()
-            else:  # a given teacher: the student's run with the teacher's model, no distill
-                trial = next(x for x in (plan.trials or [plan.optuna.base]) if x.teacher_model == t.model)
-                cfg = {**trial.run.dump(), "model": t.model, "distill": None}
-            refs.append(RunRef(name=f"{TEACHER} {t.model}", run_config=cfg, checkpoint=t.checkpoint))
+            refs.append(RunRef(name=f"{TEACHER} {t.model}", run_config=plan.teacher_run(t.model).dump(),
+                               checkpoint=t.checkpoint))
         return refs
     by_key = {t.key: t for t in plan.trials or []}
     done = runs[(runs["status"] == "FINISHED") & (runs["role"] == "trial")] if len(runs) else runs

@@ -179,9 +179,10 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         say(f"MLflow: experiment '{plan.space.name}', parent run {parent} ({uri})")
         ctx = SweepContext(name=plan.sweep_id, sweep_dir=str(sweep_dir), home=plan.home)
         _train_teachers(plan, ctx, conc, c, exp_id, parent)
+        teacher_ap = _teacher_quality(plan, c, exp_id, parent)
         from ray import tune
 
-        cb = T.MLflowSweepCallback(uri, exp_id, parent, plan.sweep_id, role="trial")
+        cb = T.MLflowSweepCallback(uri, exp_id, parent, plan.sweep_id, role="trial", teacher_ap=teacher_ap)
         param_space = {"trial": tune.grid_search([t.dump() for t in plan.trials])} if plan.trials else {}
         tuner = _tuner(plan, ctx, "trials", param_space, conc, [cb], "trial", plan.space.resources)
         say("running trials")
@@ -230,6 +231,74 @@ def _train_teachers(plan: SweepPlan, ctx, conc, c, exp_id, parent):
     if missing:
         errors = "; ".join(str(r.error).splitlines()[0] for r in results if r.error)
         raise ConfigError(f"teacher training failed for {', '.join(missing)}: {errors or 'see the Ray logs'}")
+
+
+def _evaluate_teacher(run: dict, checkpoint: str, home: str) -> dict:
+    """Runs as a Ray task with the trial resources: the val metrics of a given teacher."""
+    os.environ["PGD_HOME"] = home
+    from pgd.training.trainer import evaluate
+
+    return evaluate(run, checkpoint)
+
+
+def _teacher_quality(plan: SweepPlan, c, exp_id, parent) -> dict:
+    """Every teacher's val metrics, known before its students start: a trained teacher's from
+    its training (cached with it), a given checkpoint's evaluated once (a Ray task with the
+    trial resources, cached under ``cache/teachers/given-<model>-<sha>``) and recorded as a
+    teacher run, so the table has its row. The AP goes to the parent run
+    (``teacher_AP.<model>``) and to every child run that distils from it (``teacher_AP``).
+    Returns ``{teacher hash: AP}``."""
+    import ray
+
+    from pgd.sweep import tracking as T
+
+    out = {}
+    for t in plan.teachers:
+        if t.source == "given":
+            cache = Path(plan.home) / "cache" / "teachers" / f"given-{t.model}-{t.hash}" / "metrics.json"
+            if cache.is_file():
+                metrics = json.loads(cache.read_text())
+            else:
+                res = plan.space.teacher.resources or plan.space.resources
+                say(f"evaluating the given teacher {t.model} once on the val split")
+                task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker)(_evaluate_teacher)
+                metrics = ray.get(task.remote(plan.teacher_run(t.model).dump(), t.checkpoint, plan.home))
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(metrics, indent=2))
+            _record_given_teacher(c, exp_id, parent, plan, t, metrics)
+        else:
+            metrics = json.loads((Path(t.dir) / "metrics.json").read_text())
+        ap = metrics.get("AP")
+        if ap is not None:
+            out[t.hash] = float(ap)
+            c.log_metric(parent, f"{T.TEACHER_AP}.{t.model}", float(ap))
+            say(f"teacher {t.model}: AP {float(ap):.1f} on the val split")
+    return out
+
+
+def _record_given_teacher(c, exp_id, parent, plan, teacher, metrics):
+    from mlflow.entities import Metric
+
+    from pgd.sweep import tracking as T
+
+    key = f"teacher-{teacher.model}-{teacher.hash}"
+    tags = {T.TAG_SWEEP: plan.sweep_id, T.TAG_ROLE: "teacher", T.TAG_TRIAL: key}
+    if T.find_run(c, exp_id, tags) is not None:
+        return
+    run = plan.teacher_run(teacher.model)
+    from pgd.sweep.tracking import flatten
+
+    run_ = c.create_run(exp_id, run_name=f"teacher {teacher.model} (given)",
+                        tags={**tags, T.TAG_PARENT: parent, "pgd.method": "teacher", "pgd.model": teacher.model,
+                              "pgd.teacher_hash": teacher.hash, "pgd.given": "true",
+                              "pgd.best_checkpoint": teacher.checkpoint})
+    rid = run_.info.run_id
+    T.log_params(c, rid, {k: v for k, v in flatten(run.dump()).items() if k != "work_dir"})
+    now = int(time.time() * 1000)
+    c.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if T.is_metric(k, v)])
+    c.log_dict(rid, run.dump(), "resolved_config.yaml")
+    c.set_tag(rid, T.TAG_LOGGED, "1")
+    c.set_terminated(rid, status="FINISHED")
 
 
 def _record_cached_teacher(c, exp_id, parent, sweep_id, teacher):

@@ -25,7 +25,8 @@ TAG_SWEEP = "pgd.sweep_id"
 TAG_TRIAL = "pgd.trial_id"
 TAG_ROLE = "pgd.role"
 TAG_PARENT = "mlflow.parentRunId"
-TAG_LOGGED = "pgd.setup_logged"  # params + resolved config are in (a run may be created then killed)
+TAG_LOGGED = "pgd.setup_logged"
+TEACHER_AP = "teacher_AP"  # metric of every KD run: its teacher's val AP; parent: teacher_AP.<model>  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
 METRIC_KEYS = REPORTED_METRICS
 METRIC_PREFIXES = ("train/",)
@@ -134,7 +135,8 @@ class MLflowSweepCallback(Callback):
     plan's trial key), restore-safe."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
-                 role: str = "trial"):
+                 role: str = "trial", teacher_ap: dict | None = None):
+        self.teacher_ap = dict(teacher_ap or {})  # teacher hash -> its val AP (evaluated once)
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -182,6 +184,9 @@ class MLflowSweepCallback(Callback):
         if not complete:  # also when a killed driver created the run but logged nothing more
             log_params(self.client, rid, params)
             self.client.log_dict(rid, resolved, "resolved_config.yaml")
+            ap = self.teacher_ap.get(plan.teacher_hash) if plan.role == "trial" else None
+            if ap is not None:  # the teacher this run distils from, as evaluated on the val split
+                self.client.log_metric(rid, TEACHER_AP, float(ap))
             self.client.set_tag(rid, TAG_LOGGED, "1")
         self._runs[tid] = rid
         return rid

@@ -42,14 +42,19 @@ def _is_rank0() -> bool:
 # ----------------------------------------------------------------------------- checks
 def check_weights(run: RunConfig, files: DataFiles) -> None:
     """Backbone weights, ``load_from`` and the teacher are real checkpoints of their models."""
-    from pgd.integration.checkpoints import check_detector_checkpoint, load_state
+    from pgd.detectors import model_config
+    from pgd.detectors.mobilenet import MBV2_URI
+    from pgd.integration.checkpoints import (
+        check_backbone_checkpoint,
+        check_detector_checkpoint,
+        load_state,
+    )
 
-    if run.backbone_checkpoint:
-        load_state(run.backbone_checkpoint, "backbone_checkpoint")
+    if run.backbone_checkpoint or run.backbone == "mbv2":
+        cfg = model_config(run.model, len(files.classes), backbone_checkpoint=run.backbone_checkpoint)
+        check_backbone_checkpoint(run.backbone_checkpoint or MBV2_URI, cfg)
     d = run.distill
     if d is not None and d.teacher_checkpoint and d.teacher_config is None:
-        from pgd.detectors import model_config
-
         check_detector_checkpoint(d.teacher_checkpoint, model_config(d.teacher, len(files.classes)),
                                   what=f"distill.teacher_checkpoint (teacher {d.teacher})")
     if run.load_from:
