@@ -22,10 +22,16 @@ class Strict(BaseModel):
             unknown = sorted(str(k) for k in set(data) - set(cls.model_fields))
             if unknown:
                 raise PydanticCustomError(
-                    "unknown_key", "unknown key(s) {keys}; valid keys are: {valid}",
-                    {"keys": ", ".join(unknown), "valid": ", ".join(cls.model_fields)},
+                    "unknown_key", "unknown key(s) {keys}{hint}; valid keys are: {valid}",
+                    {"keys": ", ".join(unknown), "valid": ", ".join(cls.model_fields),
+                     "hint": cls._unknown_hint(data, unknown)},
                 )
         return data
+
+    @classmethod
+    def _unknown_hint(cls, data: dict, unknown: list[str]) -> str:
+        """Extra words for the unknown-key error (a section can say where a key belongs)."""
+        return ""
 
     def dump(self) -> dict:
         """Plain data (JSON types): what YAML files, MLflow and Tune configs hold."""

@@ -23,7 +23,6 @@ import json
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from pgd.config import defaults as D
 from pgd.config.base import NonNegFloat, NonNegInt, PosFloat, PosInt, Strict, UnitFloat
@@ -150,21 +149,12 @@ class DistillCommon(Strict):
     allow_random_teacher: bool = False  # tests/benchmarks only: no checkpoint needed
     inherit_teacher_neck_head: Optional[bool] = None  # null: true (same detector), false for ld
 
-    @model_validator(mode="before")
     @classmethod
-    def _known_keys(cls, data):
-        if isinstance(data, dict):
-            unknown = sorted(str(k) for k in set(data) - set(cls.model_fields))
-            if unknown:
-                method = data.get("method", "pgd")
-                owners = {k: key_owners(k) for k in unknown}
-                hint = "; ".join(f"{k} is a key of {', '.join(o)}" for k, o in owners.items() if o)
-                raise PydanticCustomError(
-                    "unknown_key", "unknown key(s) {keys} for method {method}{hint}; valid keys are: {valid}",
-                    {"keys": ", ".join(unknown), "method": repr(method), "valid": ", ".join(cls.model_fields),
-                     "hint": f" ({hint}: limit that axis with when: {{method: [...]}})" if hint else ""},
-                )
-        return data
+    def _unknown_hint(cls, data: dict, unknown: list[str]) -> str:
+        owners = {k: key_owners(k) for k in unknown}
+        hint = "; ".join(f"{k} is a key of {', '.join(o)}" for k, o in owners.items() if o)
+        where = f" for method {data.get('method', 'pgd')!r}"
+        return where + (f" ({hint}: limit that axis with when: {{method: [...]}})" if hint else "")
 
     @model_validator(mode="after")
     def _teacher_given(self):

@@ -119,10 +119,10 @@ class AnalysisSpec(Strict):
     options: dict[str, Any] = {}  # the analysis' keyword options (e.g. percents for mask-out)
 
 
-class GridAxis(Strict):
-    """A grid axis: its values, and the values other axes must take for it to apply."""
+class _Conditional(Strict):
+    """A grid axis or a distribution: ``when`` maps earlier keys to the values they must take
+    for this one to apply (a single value means a list of one)."""
 
-    values: Annotated[list[Any], Field(min_length=1)]
     when: dict[str, list[Any]] = {}
 
     @field_validator("when", mode="before")
@@ -131,21 +131,16 @@ class GridAxis(Strict):
         return {k: (x if isinstance(x, list) else [x]) for k, x in v.items()} if isinstance(v, dict) else v
 
 
-class _Dist(Strict):
-    when: dict[str, list[Any]] = {}  # suggest only when earlier params took these values
+class GridAxis(_Conditional):
+    """A grid axis: its values, and the values other axes must take for it to apply."""
 
-    @field_validator("when", mode="before")
-    @classmethod
-    def _lists(cls, v):
-        return {k: (x if isinstance(x, list) else [x]) for k, x in v.items()} if isinstance(v, dict) else v
+    values: Annotated[list[Any], Field(min_length=1)]
 
 
-class FloatDist(_Dist):
-    type: Literal["float"]
-    low: float
-    high: float
+class _Range(_Conditional):
+    """A numeric distribution: ``low < high``; ``log`` needs ``low > 0`` and no step."""
+
     log: bool = False
-    step: Optional[PosFloat] = None
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -153,30 +148,26 @@ class FloatDist(_Dist):
             raise ValueError(f"needs low < high, got low={self.low} high={self.high}")
         if self.log and self.low <= 0:
             raise ValueError(f"a log distribution needs low > 0, got low={self.low}")
-        if self.log and self.step is not None:
+        if self.log and self.step not in (None, 1):
             raise ValueError("log and step cannot be combined (Optuna)")
         return self
 
 
-class IntDist(_Dist):
+class FloatDist(_Range):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: Optional[PosFloat] = None
+
+
+class IntDist(_Range):
     type: Literal["int"]
     low: int
     high: int
-    log: bool = False
     step: PosInt = 1
 
-    @model_validator(mode="after")
-    def _bounds(self):
-        if not self.low < self.high:
-            raise ValueError(f"needs low < high, got low={self.low} high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log distribution needs low > 0, got low={self.low}")
-        if self.log and self.step != 1:
-            raise ValueError("log needs step 1 (Optuna)")
-        return self
 
-
-class CategoricalDist(_Dist):
+class CategoricalDist(_Conditional):
     type: Literal["categorical"]
     choices: Annotated[list[Any], Field(min_length=1)]
 

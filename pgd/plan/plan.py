@@ -222,7 +222,9 @@ def check_weights(runs: list[RunConfig]) -> None:
         if run.backbone_checkpoint and (run.backbone_checkpoint, run.model) not in seen:
             from pgd.detectors import model_config
             from pgd.integration.checkpoints import check_backbone_checkpoint
+            from pgd.paths import check_local_file
 
+            check_local_file(run.backbone_checkpoint, "backbone_checkpoint")
             seen.add((run.backbone_checkpoint, run.model))
             check_backbone_checkpoint(run.backbone_checkpoint, model_config(run.model, 1,
                                       backbone_checkpoint=run.backbone_checkpoint))

@@ -50,6 +50,10 @@ def check_weights(run: RunConfig, files: DataFiles) -> None:
         load_state,
     )
 
+    if run.backbone_checkpoint:
+        from pgd.paths import check_local_file
+
+        check_local_file(run.backbone_checkpoint, "backbone_checkpoint")
     if run.backbone_checkpoint or run.backbone == "mbv2":
         cfg = model_config(run.model, len(files.classes), backbone_checkpoint=run.backbone_checkpoint)
         check_backbone_checkpoint(run.backbone_checkpoint or MBV2_URI, cfg)
