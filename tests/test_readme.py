@@ -30,7 +30,7 @@ def readme_commands() -> list[str]:
 
 def adapt(cmd: str, coco_tiny: Path | None, weights: Path) -> list[str] | None:
     """The README command with the test's substitutions: this interpreter, 1 epoch instead of
-    N (checkpoint names follow), coco-tiny for /data/coco, generated ResNet-50 weights, tiny
+    N (checkpoint names follow; 1 epoch where the command sets none), coco-tiny for /data/coco, generated ResNet-50 weights, tiny
     data and image sizes. None: the command needs coco-tiny and it is absent."""
     if "/data/coco" in cmd and coco_tiny is None:
         return None
@@ -42,6 +42,8 @@ def adapt(cmd: str, coco_tiny: Path | None, weights: Path) -> list[str] | None:
     script = args[1]
     if script == "pipelines/train.py":
         args += ([] if "--data" in args else TINY_DATA) + TINY_RUN
+        if "--epochs" not in args and "--eval-only" not in args:  # e.g. the ResNet-50 example's 12
+            args += ["--epochs", "1"]
     elif script == "pipelines/analyze.py":
         args += TINY_DATA + TINY_RUN[:2]
     return args
