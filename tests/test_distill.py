@@ -153,3 +153,19 @@ def test_defaults_follow_the_spec_table():
     r = _pgd("autoassign", alpha=0.1)
     assert (r.alpha, r.beta, r.tau, r.k_reg) == (0.1, 0.05, 0.4, 30)
     assert _pgd("ddod", data={"kind": "crowdhuman", "root": "/d"}).alpha == 0.001
+
+
+@pytest.mark.parametrize("teacher", ["tiny", "mbv2"])
+def test_a_seed_gives_the_pgd_student_the_plain_students_init(teacher):
+    """Paired seeds (docs/main-job.md): building the teacher and the KD modules does not move
+    the RNG the student's init_weights() draws from, so a PGD run of seed s starts from the
+    plain student of seed s (before neck/head inheritance), with or without channel adapters."""
+    from mmdet.registry import MODELS
+
+    torch.manual_seed(7)
+    plain = MODELS.build(model_config("atss_tiny", 6))
+    plain.init_weights()
+    torch.manual_seed(7)
+    m = build_distiller("atss", teacher=teacher, inherit_teacher_neck_head=False)
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, m.student.state_dict()[k]), k

@@ -45,6 +45,13 @@ class PGDDistiller(BaseDetector):
         self.distill_cfg = self.distill.dump()
         self.teacher_checkpoint = teacher_checkpoint
         self.student = MODELS.build(student)
+        # Paired seeds: everything built after the student (teacher, KD modules) draws its
+        # construction-time init from a forked RNG, so the student's init_weights() sees the
+        # same torch RNG state as a plain student run of the same seed (docs/main-job.md).
+        with torch.random.fork_rng(devices=[]):
+            self._build_rest(detector, student, teacher)
+
+    def _build_rest(self, detector: str, student: dict, teacher: dict) -> None:
         self.teacher = MODELS.build(teacher)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
