@@ -226,3 +226,25 @@ def test_mlflow_callback_logs_mask_metrics_and_inheritance_tags():
     assert sorted(cb._client.metrics) == [("AP", 3.0, 2), ("mask.reg_zero_box_frac", 0.5, 2)]
     assert cb._client.tags == {"pgd.inherit.copied": "39", "pgd.inherit.skipped": "0",
                                "pgd.inherit.same_architecture": "1"}
+
+
+@pytest.mark.slow
+def test_a_pgd_run_writes_mask_health_every_epoch(tmp_path, monkeypatch):
+    from pgd.config.run import parse_run
+    from pgd.training import train
+
+    monkeypatch.setenv("PGD_HOME", str(tmp_path))
+    work = tmp_path / "run"
+    train(parse_run(dict(
+        model="atss_tiny", work_dir=str(work),
+        data=dict(kind="shapes", shapes=dict(train=8, val=4, size=96, seed=0)),
+        schedule=dict(epochs=2, batch_size=4, base_lr=0.01, base_batch_size=16, warmup_iters=2, lr_steps=[2],
+                      img_scale=[96, 96], num_workers=0, log_interval=50),
+        distill=dict(method="pgd", teacher="atss_tiny", allow_random_teacher=True),
+    )))
+    events = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    health = [e for e in events if e["event"] == "mask_health"]
+    assert [e["epoch"] for e in health] == [1, 2]
+    assert all(e["mask/boxes"] > 0 and 0 <= e["mask/cls_zero_box_frac"] <= 1 for e in health)
+    logs = "".join(p.read_text() for p in work.rglob("*.log"))
+    assert "inherit_teacher_neck_head: student inherited all" in logs and "[mask health epoch 2]" in logs
