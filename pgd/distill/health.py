@@ -149,12 +149,14 @@ class MaskHealth:
         if "reg" in needed:
             self.observe("reg", masks.reg, priors.centres, gt_boxes)
 
-    def read(self) -> dict[str, float]:
-        """The epoch's metrics (summed over ranks), then reset. Empty when nothing was seen."""
+    def read(self, device: torch.device | None = None) -> dict[str, float]:
+        """The epoch's metrics (summed over ranks), then reset. Empty when nothing was seen.
+        ``device``: where a rank that saw no batch puts its zeros (the model's device, so that
+        every rank's tensor suits the collective backend)."""
         from mmengine.dist import all_reduce, get_world_size
 
         masks = sorted({self.mask_of(b) for b in self.branches})
-        device = next(iter(self._sums.values())).device if self._sums else torch.device("cpu")
+        device = next(iter(self._sums.values())).device if self._sums else (device or torch.device("cpu"))
         sums = torch.stack([self._sums.get(m, torch.zeros(3, dtype=torch.float64, device=device)) for m in masks])
         if get_world_size() > 1:  # every rank reaches the epoch end: one collective per epoch
             all_reduce(sums, op="sum")
@@ -200,7 +202,7 @@ class MaskHealthHook(Hook):
         health = getattr(model, "mask_health", None)
         if health is None:
             return
-        self.last = health.read()
+        self.last = health.read(device=next(model.parameters()).device)
         if not self.last:
             return
         epoch = runner.epoch + 1
