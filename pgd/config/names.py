@@ -49,6 +49,12 @@ CROWDHUMAN_METRICS = ("MR", "JI", "AP_crowdhuman")
 OBJECTIVE_METRICS = (*COCO_METRICS, "MR", "JI", "latency_ms")
 #: every metric a trial reports (besides its ``train/<loss term>`` values)
 REPORTED_METRICS = (*COCO_METRICS, *CROWDHUMAN_METRICS, "latency_ms")
+#: prefix of the per-epoch mask-health metrics a distillation trial reports (pgd.distill.health,
+#: docs/health.md), e.g. ``mask/cls_zero_box_frac``; MLflow logs them as ``mask.<...>`` metrics
+MASK_HEALTH_PREFIX = "mask/"
+#: the student-inheritance counts a trial reports: (result key, MLflow tag of the trial's run)
+INHERIT_RESULT_TAGS = (("inherit/copied", "pgd.inherit.copied"), ("inherit/skipped", "pgd.inherit.skipped"),
+                       ("inherit/same_architecture", "pgd.inherit.same_architecture"))
 
 # ----------------------------------------------------------------------------- analyses
 #: the paper's analyses (pgd.reporting.analyses): Fig. 2, Fig. 3, Fig. 5, Fig. 6, Table 9

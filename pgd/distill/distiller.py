@@ -13,8 +13,6 @@ Inference (``predict``) is the student's.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
@@ -22,6 +20,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from pgd.distill.adapters import make_adapter
+from pgd.distill.health import MaskHealth, inherit_neck_head, same_architecture
 from pgd.distill.masks import pgd_masks
 from pgd.distill.pgd_loss import PGDLoss
 from pgd.errors import ConfigError
@@ -72,6 +71,10 @@ class PGDDistiller(BaseDetector):
                     for lvl in range(len(self.distill.level_weights)):
                         align[f"{branch}_{lvl}"] = nn.Conv2d(cs, ct, 1)
             self.kd = PGDLoss(self.distill_cfg, align)
+        # health checks (pgd.distill.health, docs/health.md): PGD's per-box mask support per epoch
+        self.mask_health = MaskHealth(self.distill.branches) if method == "pgd" else None
+        self._same_arch = same_architecture(student, teacher)
+        self.inherit_report = None  # set by init_weights when the student inherits
         self._renorm = self._renorm_params(student.get("data_preprocessor"), teacher.get("data_preprocessor"))
         self._register_state_dict_hook(_drop_teacher_keys)
         self._register_load_state_dict_pre_hook(self._keep_teacher_on_load)
@@ -125,21 +128,9 @@ class PGDDistiller(BaseDetector):
 
     def _inherit_neck_head(self, logger) -> None:
         """Copy the teacher's neck and head tensors into the student where names and shapes
-        match (the released recipe; a narrower student inherits nothing it cannot hold)."""
-        t_state = self.teacher.state_dict()
-        copied = skipped = 0
-        with torch.no_grad():
-            for name, tensor in self.student.state_dict().items():
-                if not name.startswith(("neck.", "bbox_head.")):
-                    continue
-                src = t_state.get(name)
-                if src is not None and src.shape == tensor.shape:
-                    tensor.copy_(src)
-                    copied += 1
-                else:
-                    skipped += 1
-        logger.log(logging.INFO, f"student inherited {copied} neck/head tensors from the teacher "
-                                 f"({skipped} did not match in shape)")
+        match (the released recipe; a narrower student inherits nothing it cannot hold). A
+        same-architecture pair must copy everything (:func:`pgd.distill.health.inherit_neck_head`)."""
+        self.inherit_report = inherit_neck_head(self.student, self.teacher, same_arch=self._same_arch, logger=logger)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -189,6 +180,10 @@ class PGDDistiller(BaseDetector):
             masks = pgd_masks(self.t_adapter, head_outs, [g.bboxes for g in gts],
                               [g.labels for g in gts], self.distill_cfg)
             kd_losses = self.kd(s_feats, t_feats, masks)
+            if self.mask_health is not None and self.training:
+                sizes = [tuple(s.shape[-2:]) for s in head_outs[0]]
+                self.mask_health.observe_pgd(masks, self.t_adapter.priors(sizes, head_outs[0][0].device),
+                                             [g.bboxes for g in gts])
         else:
             kd_losses = self.kd(s_feats, t_feats, head_outs, batch_data_samples, self)
         overlap = set(kd_losses) & set(losses)

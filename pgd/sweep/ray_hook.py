@@ -28,6 +28,7 @@ class RayReportHook(Hook):
     def after_val_epoch(self, runner, metrics=None):
         import ray.train
 
+        from pgd.distill.health import MaskHealthHook
         from pgd.integration.hooks import LATENCY_INFO, EpochSummaryHook
 
         summary = next((h for h in runner.hooks if isinstance(h, EpochSummaryHook)), None)
@@ -36,6 +37,7 @@ class RayReportHook(Hook):
         report.update({k.split("/")[-1]: float(v) for k, v in (metrics or {}).items()})
         if summary:
             report.update({f"train/{k}": float(v) for k, v in summary.last_losses.items()})
+        report.update(MaskHealthHook.report(runner))  # mask health + inheritance (docs/health.md)
         rank0 = ray.train.get_context().get_world_rank() == 0
         latency = runner.message_hub.get_info(LATENCY_INFO)  # LatencyHook ran before this hook
         if latency is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from pgd.config.names import REPORTED_METRICS
+from pgd.config.names import INHERIT_RESULT_TAGS, MASK_HEALTH_PREFIX, REPORTED_METRICS
 from pgd.plan.checks import default_tracking_uri  # noqa: F401  (re-exported)
 
 TAG_SWEEP = "pgd.sweep_id"
@@ -29,7 +29,7 @@ TAG_LOGGED = "pgd.setup_logged"
 TEACHER_AP = "teacher_AP"  # metric of every KD run: its teacher's val AP; parent: teacher_AP.<model>  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
 METRIC_KEYS = REPORTED_METRICS
-METRIC_PREFIXES = ("train/",)
+METRIC_PREFIXES = ("train/", MASK_HEALTH_PREFIX)  # losses; mask health (docs/health.md)
 
 
 def client(tracking_uri: str):
@@ -208,6 +208,8 @@ class MLflowSweepCallback(Callback):
             self.client.log_batch(rid, metrics=metrics)
         if result.get("final"):
             self.client.set_tag(rid, "pgd.final_epoch", step)
+        for tag, value in health_tags(result).items():  # student inheritance (docs/health.md)
+            self.client.set_tag(rid, tag, value)
         for key, tag in (("checkpoint_path", "pgd.checkpoint"), ("best_checkpoint", "pgd.best_checkpoint"),
                          ("device", "pgd.device"), ("world_size", "pgd.world_size"),
                          ("hostname", "pgd.host")):  # the trial's host, as Tune reports it
@@ -245,6 +247,13 @@ class MLflowSweepCallback(Callback):
         rid = self.run_id(trial)
         if self.client.get_run(rid).info.status == "RUNNING":
             self._close(trial, status, reason)
+
+
+def health_tags(result: dict) -> dict[str, str]:
+    """MLflow tags of a trial's run from one reported result: the student-inheritance counts
+    (``inherit/copied`` ... -> ``pgd.inherit.copied`` ...; 0 is a value, not a missing one)."""
+    return {tag: str(int(result[key])) for key, tag in INHERIT_RESULT_TAGS
+            if isinstance(result.get(key), (int, float)) and not isinstance(result.get(key), bool)}
 
 
 def trial_error(trial) -> str:

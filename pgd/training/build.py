@@ -82,6 +82,7 @@ def build_config(
             sampler_seed=dict(type="DistSamplerSeedHook"),
         ),
         custom_hooks=[dict(type="FiniteLossHook"), dict(type="EpochSummaryHook")]
+        + ([dict(type="MaskHealthHook")] if run.distill is not None else [])  # docs/health.md
         + ([dict(type="LatencyHook", num_images=run.latency_images)] if run.latency_images > 0 else [])
         + list(extra_hooks or []),
         env_cfg=dict(
