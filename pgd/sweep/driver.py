@@ -181,7 +181,8 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
             plan.space.description, UI.invocation(space_path), sweep_dir / "report", plan.sweep_id))
         c.log_artifact(parent, str(sweep_dir / "plan.yaml"))
         say(f"MLflow: experiment '{plan.space.name}', parent run {parent} ({uri})")
-        ctx = SweepContext(name=plan.sweep_id, sweep_dir=str(sweep_dir), home=plan.home)
+        ctx = SweepContext(name=plan.sweep_id, sweep_dir=str(sweep_dir), home=plan.home,
+                           tracking=dict(uri=uri, experiment_id=exp_id, sweep_id=plan.sweep_id))
         _train_teachers(plan, ctx, conc, c, exp_id, parent)
         teacher_ap = _teacher_quality(plan, c, exp_id, parent)
         from ray import tune
