@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     if args.open:
         from pgd.reporting.mlflow_ui import record_location
 
-        print(record_location(uri, exp.experiment_id if exp else None, name, metric=spec.metric).describe())
+        print(record_location(uri, exp.experiment_id if exp else None, name, metric=spec.metric, client=c).describe())
         return 0
     out = Path(args.out) if args.out else home() / "sweeps" / name / "report"
     report_sweep(uri, spec, name, parent_run_id=parent.info.run_id if parent else None, out_dir=out)

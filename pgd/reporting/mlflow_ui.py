@@ -10,6 +10,7 @@ description the UI shows on an experiment's and a run's page (Markdown). See doc
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -27,6 +28,8 @@ SOURCE_COMMIT_TAG = "mlflow.source.git.commit"
 SOURCE_NAME = "pipelines/sweep.py"
 UI_PORT = 5000  # the port of the printed `mlflow ui` command
 BEST_ROW_TAG = "pgd.best_row"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # + key: a saved runs-page view, opened by ?viewStateShareKey=key
+VIEW_TAGS = ("pgd.method", "pgd.seed")  # tag columns of a sweep's saved view
 _BAD_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -115,14 +118,52 @@ def sweep_filter(sweep_id: str) -> str:
     return f"tags.`pgd.sweep_id` = '{sweep_id}'"
 
 
+def view_key(sweep_id: str) -> str:
+    """The share key of a sweep's saved runs-page view."""
+    return "pgd-" + re.sub(r"[^A-Za-z0-9_\-.]", "_", sweep_id)
+
+
+def sweep_view(sweep_id: str, metric: str, columns) -> dict:
+    """A saved view of the runs page (MLflow's "Save view" state, stored as the experiment
+    tag ``mlflow.sharedViewState.<key>``): the sweep's runs, best ``metric`` first, with the
+    Dataset and Source columns, the method and seed tags and the table's metric columns, so
+    PGD and the student compare without a click."""
+    cols = [f"attributes.`{a}`" for a in ("Dataset", "Source")]
+    cols += [f"tags.`{t}`" for t in VIEW_TAGS]
+    cols += [f"metrics.`{m}`" for m in dict.fromkeys([metric, *columns])]
+    return {"searchFilter": sweep_filter(sweep_id), "orderByKey": f"metrics.`{metric}`", "orderByAsc": False,
+            "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+            "selectedColumns": cols, "runsHiddenMode": "SHOW_ALL", "compareRunsMode": "TABLE"}
+
+
+def save_sweep_view(c, experiment_id: str, sweep_id: str, metric: str, columns) -> str:
+    """Write the sweep's saved view to the experiment; returns its share key."""
+    key = view_key(sweep_id)
+    c.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(sweep_view(sweep_id, metric, columns)))
+    return key
+
+
+def saved_view(c, experiment_id: str | None, sweep_id: str | None) -> str | None:
+    """The share key of the sweep's saved view when the experiment holds it."""
+    if c is None or not experiment_id or not sweep_id:
+        return None
+    key = view_key(sweep_id)
+    return key if VIEW_TAG_PREFIX + key in c.get_experiment(experiment_id).tags else None
+
+
 def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}"
 
 
-def runs_url(base: str, experiment_id: str, sweep_id: str | None = None, metric: str | None = "AP") -> str:
-    """The experiment's runs page, filtered to one sweep and ordered by ``metric`` (best first)
-    when given (MLflow 3 keeps ``searchFilter``/``orderByKey``/``orderByAsc`` in the URL)."""
+def runs_url(base: str, experiment_id: str, sweep_id: str | None = None, metric: str | None = "AP",
+             view: str | None = None) -> str:
+    """The experiment's runs page: the saved ``view`` when given (its share key), else filtered
+    to one sweep and ordered by ``metric`` (best first) when given (MLflow 3 keeps
+    ``searchFilter``/``orderByKey``/``orderByAsc`` in the URL; a URL holding any of them
+    ignores a shared view)."""
     url = f"{experiment_url(base, experiment_id)}/runs"
+    if view:
+        return f"{url}?viewStateShareKey={quote(view, safe='')}"
     q = []
     if sweep_id:
         q.append("searchFilter=" + quote(sweep_filter(sweep_id), safe=""))
@@ -143,13 +184,15 @@ class RecordLocation:
 
 
 def record_location(tracking_uri: str, experiment_id: str | None, sweep_id: str | None = None, *,
-                    metric: str | None = "AP", port: int = UI_PORT) -> RecordLocation:
+                    metric: str | None = "AP", port: int = UI_PORT, client=None) -> RecordLocation:
     """Where a person opens a sweep's record: on a tracking server its runs page; for a
-    SQLite (or other database) store the ``mlflow ui`` command and the page it will serve."""
+    SQLite (or other database) store the ``mlflow ui`` command and the page it will serve.
+    With ``client``, the page is the sweep's saved view when the experiment holds one."""
+    view = saved_view(client, experiment_id, sweep_id)
     if is_server(tracking_uri):
         base = tracking_uri.rstrip("/")
-        return RecordLocation(runs_url(base, experiment_id, sweep_id, metric) if experiment_id else base)
+        return RecordLocation(runs_url(base, experiment_id, sweep_id, metric, view) if experiment_id else base)
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     command = shlex.join([str(mlflow_bin), "ui", "--backend-store-uri", tracking_uri, "--port", str(port)])
     base = f"http://127.0.0.1:{port}"
-    return RecordLocation(runs_url(base, experiment_id, sweep_id, metric) if experiment_id else base, command)
+    return RecordLocation(runs_url(base, experiment_id, sweep_id, metric, view) if experiment_id else base, command)

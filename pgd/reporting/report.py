@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from pgd.reporting import stats as S
-from pgd.reporting.mlflow_ui import headline_metrics, record_location
+from pgd.reporting.mlflow_ui import headline_metrics, record_location, save_sweep_view
 from pgd.reporting.tables import ALPHA, best_run, paper_table, runs_frame, write_outputs
 
 
@@ -44,6 +44,9 @@ def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id
         if best is not None:
             c.set_tag(parent_run_id, "pgd.best_run", best["run_id"])
         log_headline(c, parent_run_id, table, metric, best, spec.metric, table.markdown(title))
+    exp = c.get_experiment_by_name(spec.name)
+    if exp is not None and sweep_id:
+        save_sweep_view(c, exp.experiment_id, sweep_id, spec.metric, [m for m in rep.columns if m in df])
     failed = df[df["status"] == "FAILED"] if not df.empty else df
     md = table.markdown(title)
     if not quiet:
@@ -57,9 +60,8 @@ def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id
         print(f"tables: {paths['markdown']}, {paths['csv']}, {paths['parquet']}")
         if "figure_table" in paths:
             print(f"figures: {paths['figure_table']}, {paths['figure_curves']}")
-        exp = c.get_experiment_by_name(spec.name)
         loc = record_location(tracking_uri, exp.experiment_id if exp else None, sweep_id,
-                              metric=spec.metric)
+                              metric=spec.metric, client=c)
         print(loc.describe(), flush=True)
     return dict(table=table, markdown=md, paths=paths, runs=df)
 
