@@ -138,7 +138,18 @@ def test_report_open_prints_the_runs_url(rec, capsys, monkeypatch):
     monkeypatch.setenv("PGD_HOME", str(Path(rec["plan"].home)))
     assert cli.main(["--space", str(rec["space"]), "--tracking-uri", rec["uri"], "--open"]) == 0
     out = capsys.readouterr().out
-    assert f"/#/experiments/{rec['experiment_id']}/runs?searchFilter=" in out and "mlflow ui" in out
+    assert f"/#/experiments/{rec['experiment_id']}/runs?viewStateShareKey=pgd-{rec['plan'].sweep_id}" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+
+
+def test_saved_view_of_the_sweep(rec):
+    import json
+
+    exp = _client(rec).get_experiment(rec["experiment_id"])
+    view = json.loads(exp.tags[f"mlflow.sharedViewState.pgd-{rec['plan'].sweep_id}"])
+    assert view["searchFilter"] == f"tags.`pgd.sweep_id` = '{rec['plan'].sweep_id}'"
+    assert view["orderByKey"] == "metrics.`AP`" and view["orderByAsc"] is False
+    assert {"attributes.`Dataset`", "metrics.`AP`", "metrics.`AP50`", "tags.`pgd.method`"} <= set(view["selectedColumns"])
 
 
 def test_system_metrics_off_with_the_reason(monkeypatch):
