@@ -301,7 +301,7 @@ def _record_given_teacher(c, exp_id, parent, plan, teacher, metrics):
     run_ = c.create_run(exp_id, run_name=f"teacher {teacher.model} (given)",
                         tags={**tags, T.TAG_PARENT: parent, "pgd.method": "teacher", "pgd.model": teacher.model,
                               "pgd.teacher_hash": teacher.hash, "pgd.given": "true",
-                              "pgd.best_checkpoint": teacher.checkpoint})
+                              "pgd.best_checkpoint": teacher.checkpoint, **_source_tags()})
     rid = run_.info.run_id
     T.log_params(c, rid, {k: v for k, v in flatten(run.dump()).items() if k != "work_dir"})
     now = int(time.time() * 1000)
@@ -310,6 +310,13 @@ def _record_given_teacher(c, exp_id, parent, plan, teacher, metrics):
     T.log_dataset_inputs(c, rid, run)
     c.set_tag(rid, T.TAG_LOGGED, "1")
     c.set_terminated(rid, status="FINISHED")
+
+
+def _source_tags() -> dict:
+    from pgd.reporting.mlflow_ui import source_tags
+    from pgd.sweep.tracking import git_commit
+
+    return source_tags(git_commit(PROJECT_ROOT))
 
 
 def _record_cached_teacher(c, exp_id, parent, sweep_id, teacher):
@@ -324,7 +331,8 @@ def _record_cached_teacher(c, exp_id, parent, sweep_id, teacher):
     name, params, resolved, extra = T.describe_trial(teacher.trial)
     run = c.create_run(exp_id, run_name=name + " (cached)",
                        tags={**tags, T.TAG_PARENT: parent, "pgd.cached": "true",
-                             "pgd.best_checkpoint": teacher.checkpoint, **{k: str(v) for k, v in extra.items()}})
+                             "pgd.best_checkpoint": teacher.checkpoint, **_source_tags(),
+                             **{k: str(v) for k, v in extra.items()}})
     rid = run.info.run_id
     T.log_params(c, rid, params)
     now = int(time.time() * 1000)
