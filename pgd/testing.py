@@ -107,3 +107,65 @@ def example_sweep() -> tuple[list[dict], dict[str, dict[int, float]]]:
         for seed, ap in student.items():
             add("atss_r50", seed, round(ap + gain[seed], 1), method=method, strategy=strategy, epochs=epochs)
     return records, histories
+
+
+def record_sweep(space_path, tracking_uri: str, *, ap_of=None, epochs: int | None = None,
+                 failed: tuple[str, ...] = ()) -> dict:
+    """A sweep recorded in MLflow without Ray: the plan of ``space_path`` and, per planned
+    trial, what the driver's Tune callback logs (run creation, per-epoch results, the final
+    result, the trial's log file and checkpoint path, the end), then the report, all through
+    the driver's own tracking functions. ``ap_of(trial, epoch)`` gives the fake AP (default: a
+    fixed curve per method and seed); trials whose key is in ``failed`` end FAILED. Needs
+    ``PGD_HOME`` set. Returns ``{plan, experiment_id, parent_run_id, runs: {key: run_id},
+    report}``."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from pgd.paths import PROJECT_ROOT
+    from pgd.plan import build_plan
+    from pgd.reporting import mlflow_ui as UI
+    from pgd.reporting.report import report_sweep
+    from pgd.sweep import tracking as T
+    from pgd.training.data import resolve_data
+
+    plan = build_plan(space_path, tracking_uri=tracking_uri)
+    for run in {t.run.data.model_dump_json(): t.run for t in plan.trials}.values():
+        resolve_data(run.data)  # real annotation files, so the dataset digests are real
+    c = T.client(tracking_uri)
+    exp = T.ensure_experiment(c, plan.space.name, str(Path(plan.home) / "mlartifacts"))
+    parent = T.parent_run(c, exp, plan.sweep_id, space_text=Path(space_path).read_text(),
+                          space_name=plan.space.name, project_dir=PROJECT_ROOT,
+                          extra_tags={"pgd.sweep_dir": plan.sweep_dir})
+    UI.tag_experiment(c, exp, note=UI.experiment_note(plan.space.description, UI.invocation(space_path),
+                                                      Path(plan.sweep_dir) / "report", plan.sweep_id))
+    plan.write()
+    c.log_artifact(parent, str(Path(plan.sweep_dir) / "plan.yaml"))
+    cb = T.MLflowSweepCallback(tracking_uri, exp, parent, plan.sweep_id, commit=T.git_commit(PROJECT_ROOT))
+    bonus = {"student": 0.0}
+    ap_of = ap_of or (lambda t, e: 10.0 + 3.0 * e + bonus.get(t.method, 4.0) + 0.5 * t.seed)
+    n_epochs = epochs or (plan.trials[0].run.schedule.epochs if plan.trials else 1)
+    runs = {}
+    for i, t in enumerate(plan.trials):
+        trial = SimpleNamespace(config={"trial": t.dump()}, trial_id=f"fake_{i:05d}", status="RUNNING",
+                                error_file=None)
+        wd = Path(t.run.work_dir)
+        (wd / "20260101_000000").mkdir(parents=True, exist_ok=True)
+        (wd / "20260101_000000" / "20260101_000000.log").write_text(f"mmengine log of {t.name}\n")
+        cb.on_trial_start(0, [], trial)
+        runs[t.key] = cb.run_id(trial)
+        for e in range(1, n_epochs + 1):
+            cb.on_trial_result(0, [], trial, {"epoch": e, "AP": ap_of(t, e), "train/loss": 1.0 / e,
+                                              "time_this_iter_s": 1.0})
+        if t.key in failed:
+            cb.on_trial_error(0, [], trial)
+            continue
+        ap = ap_of(t, n_epochs)
+        ckpt = str(wd / f"epoch_{n_epochs}.pth")
+        cb.on_trial_result(0, [], trial, {"epoch": n_epochs, "final": 1, "AP": ap, "AP50": ap + 20,
+                                          "AP75": ap + 2, "APS": 1.0, "APM": 2.0, "APL": 3.0,
+                                          "best_checkpoint": ckpt, "device": "cpu", "world_size": 1})
+        cb.on_trial_complete(0, [], trial)
+    rep = report_sweep(tracking_uri, plan.space, plan.sweep_id, parent_run_id=parent,
+                       out_dir=Path(plan.sweep_dir) / "report", quiet=True)
+    c.set_terminated(parent, status="FINISHED")
+    return dict(plan=plan, experiment_id=exp, parent_run_id=parent, runs=runs, report=rep)

@@ -142,6 +142,18 @@ def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
     assert pgd_run.data.tags["pgd.cpus"] == "1" and pgd_run.data.tags["pgd.gpus"] == "0"
     assert {"train.loss_pgd_cls_fea", "train.loss_pgd_reg_att"} <= set(pgd_run.data.metrics)
     assert pgd_run.data.params["distill.alpha"] == "0.08"  # resolved default recorded
+    # what the UI shows (docs/mlflow.md): dataset inputs, source, the trial's files, its quality map
+    c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    assert {i.tags[0].value for i in c.get_run(pgd_run.info.run_id).inputs.dataset_inputs} == {"train", "val"}
+    assert pgd_run.data.tags["mlflow.source.name"] == "pipelines/sweep.py"
+    files = {a.path for a in c.list_artifacts(pgd_run.info.run_id)}
+    assert {"logs", "checkpoint.txt"} <= files
+    assert "analysis/quality-map/quality_maps.png" in {
+        a.path for a in c.list_artifacts(pgd_run.info.run_id, "analysis/quality-map")}
+    parent_now = c.get_run(parents[0].info.run_id).data
+    assert parent_now.metrics["AP/atss pgd"] == pytest.approx(pgd_run.data.metrics["AP"])
+    assert "best_row_AP" in parent_now.metrics
+    assert c.get_experiment_by_name("t").tags["mlflow.experimentKind"] == "custom_model_development"
     # the table: student and pgd rows, delta = pgd - student
     frame = out["table"].frame.set_index("method")
     assert set(frame.index) == {"teacher", "student", "pgd"}  # the given teacher, evaluated once

@@ -5,12 +5,13 @@ chart and the per-epoch learning curves as PNGs, all logged to the sweep's paren
 
 from __future__ import annotations
 
-import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from pgd.reporting import stats as S
+from pgd.reporting.mlflow_ui import headline_metrics, record_location, save_sweep_view
 from pgd.reporting.tables import ALPHA, best_run, paper_table, runs_frame, write_outputs
 
 
@@ -42,6 +43,10 @@ def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id
             c.log_artifact(parent_run_id, p, "report")
         if best is not None:
             c.set_tag(parent_run_id, "pgd.best_run", best["run_id"])
+        log_headline(c, parent_run_id, table, metric, best, spec.metric, table.markdown(title))
+    exp = c.get_experiment_by_name(spec.name)
+    if exp is not None and sweep_id:
+        save_sweep_view(c, exp.experiment_id, sweep_id, spec.metric, [m for m in rep.columns if m in df])
     failed = df[df["status"] == "FAILED"] if not df.empty else df
     md = table.markdown(title)
     if not quiet:
@@ -55,10 +60,33 @@ def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id
         print(f"tables: {paths['markdown']}, {paths['csv']}, {paths['parquet']}")
         if "figure_table" in paths:
             print(f"figures: {paths['figure_table']}, {paths['figure_curves']}")
-        mlflow_bin = Path(sys.executable).with_name("mlflow")
-        print(f"open the record: {mlflow_bin} ui --backend-store-uri {tracking_uri} --port 5000  "
-              "(then http://127.0.0.1:5000)")
+        loc = record_location(tracking_uri, exp.experiment_id if exp else None, sweep_id,
+                              metric=spec.metric, client=c)
+        print(loc.describe(), flush=True)
     return dict(table=table, markdown=md, paths=paths, runs=df)
+
+
+NOTE_CHARS = 7900  # MLflow refuses run tags over 8000 characters
+
+
+def log_headline(c, parent_run_id: str, table, metric: str, best, best_metric: str, markdown: str) -> None:
+    """The parent run's headline, so the collapsed runs list already compares: each row's mean
+    ``metric`` (``<metric>/<row>``), ``best_row_<metric>`` (tag ``pgd.best_row`` names it), the
+    best single run's ``best_<metric>``; and the table as the run's description."""
+    from mlflow.entities import Metric
+
+    from pgd.reporting.mlflow_ui import BEST_ROW_TAG, NOTE_TAG, metric_key
+
+    values, best_row = headline_metrics(table, metric)
+    if best is not None and best.get(best_metric) is not None:
+        values[metric_key(f"best_{best_metric}")] = float(best[best_metric])
+    now = int(time.time() * 1000)
+    if values:
+        c.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
+    if best_row:
+        c.set_tag(parent_run_id, BEST_ROW_TAG, best_row)
+    c.set_tag(parent_run_id, NOTE_TAG, markdown if len(markdown) <= NOTE_CHARS else
+              markdown[:NOTE_CHARS] + "\n\n(cut: the whole table is report/table.md)")
 
 
 def write_figures(c, table, out_dir, metric: str, title: str | None = None) -> dict:

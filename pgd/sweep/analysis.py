@@ -89,3 +89,41 @@ def run_sweep_analyses(plan, runs, parent_run_id: str | None, say=print) -> dict
 
                 client(plan.tracking_uri).set_tag(parent_run_id, f"pgd.analysis.{spec.name}.error", reason)
     return out
+
+
+QUALITY_MAP_TAG = "pgd.quality_map"  # set on a child run once its quality map is logged
+
+
+def trial_quality_maps(plan, runs, tracking_uri: str, say=print) -> dict:
+    """Every finished trial's quality map (paper Fig. 2 for its own trained detector, val
+    image 0), logged to its child run under ``analysis/quality-map/``; runs in the driver
+    after the trials (one forward pass on the CPU per trial), skips runs that already hold
+    one (a resumed sweep), and records a failure as the tag ``pgd.quality_map.error``.
+    Returns ``{run_id: png path or error}``."""
+    from pgd.reporting.analyses import ANALYSES, RunRef
+    from pgd.sweep.tracking import client
+
+    by_key = {t.key: t for t in plan.trials or []}
+    done = runs[(runs["status"] == "FINISHED") & (runs["role"] == "trial")] if len(runs) else runs
+    c = client(tracking_uri)
+    out = {}
+    for _, row in done.iterrows():
+        rid = row["run_id"]
+        trial = by_key.get(row.get("tag.pgd.trial_id"))
+        ckpt = _checkpoint(row)
+        if trial is None or ckpt is None or isinstance(row.get(f"tag.{QUALITY_MAP_TAG}"), str):
+            continue
+        folder = Path(plan.sweep_dir) / "quality_maps" / trial.key
+        try:
+            paths = ANALYSES["quality-map"]([RunRef(name=trial.name, run_config=trial.run.dump(), checkpoint=ckpt)],
+                                            folder, tracking_uri=tracking_uri, mlflow_run_id=rid)
+            c.set_tag(rid, QUALITY_MAP_TAG, "analysis/quality-map/quality_maps.png")
+            out[rid] = str(paths["png"])
+        except Exception as exc:  # noqa: BLE001 - a figure must not lose the sweep's table
+            reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:500]}"
+            c.set_tag(rid, f"{QUALITY_MAP_TAG}.error", reason)
+            out[rid] = reason
+            say(f"quality map of {trial.name} failed: {reason}")
+    if out:
+        say(f"quality maps of {len(out)} trial(s) logged to their runs (analysis/quality-map/)")
+    return out

@@ -175,14 +175,20 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         parent = T.parent_run(c, exp_id, plan.sweep_id, space_text=Path(space_path).read_text(),
                               space_name=plan.space.name, project_dir=PROJECT_ROOT,
                               extra_tags={"pgd.sweep_dir": str(sweep_dir)})
+        from pgd.reporting import mlflow_ui as UI
+
+        UI.tag_experiment(c, exp_id, note=UI.experiment_note(
+            plan.space.description, UI.invocation(space_path), sweep_dir / "report", plan.sweep_id))
         c.log_artifact(parent, str(sweep_dir / "plan.yaml"))
         say(f"MLflow: experiment '{plan.space.name}', parent run {parent} ({uri})")
-        ctx = SweepContext(name=plan.sweep_id, sweep_dir=str(sweep_dir), home=plan.home)
+        ctx = SweepContext(name=plan.sweep_id, sweep_dir=str(sweep_dir), home=plan.home,
+                           tracking=dict(uri=uri, experiment_id=exp_id, sweep_id=plan.sweep_id))
         _train_teachers(plan, ctx, conc, c, exp_id, parent)
         teacher_ap = _teacher_quality(plan, c, exp_id, parent)
         from ray import tune
 
-        cb = T.MLflowSweepCallback(uri, exp_id, parent, plan.sweep_id, role="trial", teacher_ap=teacher_ap)
+        cb = T.MLflowSweepCallback(uri, exp_id, parent, plan.sweep_id, role="trial", teacher_ap=teacher_ap,
+                                   commit=T.git_commit(PROJECT_ROOT))
         param_space = {"trial": tune.grid_search([t.dump() for t in plan.trials])} if plan.trials else {}
         tuner = _tuner(plan, ctx, "trials", param_space, conc, [cb], "trial", plan.space.resources)
         say("running trials")
@@ -195,6 +201,9 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         from pgd.reporting.report import report_sweep
 
         out = report_sweep(uri, plan.space, plan.sweep_id, parent_run_id=parent, out_dir=sweep_dir / "report")
+        from pgd.sweep.analysis import trial_quality_maps
+
+        trial_quality_maps(plan, out["runs"], uri, say=say)
         if plan.space.analysis:
             from pgd.sweep.analysis import run_sweep_analyses
 
@@ -223,7 +232,8 @@ def _train_teachers(plan: SweepPlan, ctx, conc, c, exp_id, parent):
     res = plan.space.teacher.resources or plan.space.resources
     if plan.space.teacher.resources is not None:
         conc = plan_concurrency(res, conc.cluster_cpus, conc.cluster_gpus)
-    cb = T.MLflowSweepCallback(plan.tracking_uri, exp_id, parent, plan.sweep_id, role="teacher")
+    cb = T.MLflowSweepCallback(plan.tracking_uri, exp_id, parent, plan.sweep_id, role="teacher",
+                               commit=T.git_commit(PROJECT_ROOT))
     tuner = _tuner(plan, ctx, "teachers", {"trial": tune.grid_search([t.trial.dump() for t in todo])},
                    conc, [cb], "teacher", res)
     results = tuner.fit()
@@ -291,14 +301,22 @@ def _record_given_teacher(c, exp_id, parent, plan, teacher, metrics):
     run_ = c.create_run(exp_id, run_name=f"teacher {teacher.model} (given)",
                         tags={**tags, T.TAG_PARENT: parent, "pgd.method": "teacher", "pgd.model": teacher.model,
                               "pgd.teacher_hash": teacher.hash, "pgd.given": "true",
-                              "pgd.best_checkpoint": teacher.checkpoint})
+                              "pgd.best_checkpoint": teacher.checkpoint, **_source_tags()})
     rid = run_.info.run_id
     T.log_params(c, rid, {k: v for k, v in flatten(run.dump()).items() if k != "work_dir"})
     now = int(time.time() * 1000)
     c.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if T.is_metric(k, v)])
     c.log_dict(rid, run.dump(), "resolved_config.yaml")
+    T.log_dataset_inputs(c, rid, run)
     c.set_tag(rid, T.TAG_LOGGED, "1")
     c.set_terminated(rid, status="FINISHED")
+
+
+def _source_tags() -> dict:
+    from pgd.reporting.mlflow_ui import source_tags
+    from pgd.sweep.tracking import git_commit
+
+    return source_tags(git_commit(PROJECT_ROOT))
 
 
 def _record_cached_teacher(c, exp_id, parent, sweep_id, teacher):
@@ -313,12 +331,14 @@ def _record_cached_teacher(c, exp_id, parent, sweep_id, teacher):
     name, params, resolved, extra = T.describe_trial(teacher.trial)
     run = c.create_run(exp_id, run_name=name + " (cached)",
                        tags={**tags, T.TAG_PARENT: parent, "pgd.cached": "true",
-                             "pgd.best_checkpoint": teacher.checkpoint, **{k: str(v) for k, v in extra.items()}})
+                             "pgd.best_checkpoint": teacher.checkpoint, **_source_tags(),
+                             **{k: str(v) for k, v in extra.items()}})
     rid = run.info.run_id
     T.log_params(c, rid, params)
     now = int(time.time() * 1000)
     c.log_batch(rid, metrics=[Metric(k, float(v), now, int(metrics.get("epochs", 0)))
                               for k, v in metrics.items() if T.is_metric(k, v)])
     c.log_dict(rid, resolved, "resolved_config.yaml")
+    T.log_dataset_inputs(c, rid, teacher.trial.run)
     c.set_tag(rid, T.TAG_LOGGED, "1")
     c.set_terminated(rid, status="FINISHED")

@@ -10,6 +10,7 @@ metrics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -32,6 +33,11 @@ METRIC_KEYS = REPORTED_METRICS
 METRIC_PREFIXES = ("train/", MASK_HEALTH_PREFIX)  # losses; mask health (docs/health.md)
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime) -> digest: a file is hashed once per process
+DIGEST_CHARS = 10  # MLflow shows the digest beside the name (its own are 8-10 characters)
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
 def client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -44,10 +50,13 @@ def ensure_experiment(c, name: str, artifact_root: str | None) -> str:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
+    from pgd.reporting.mlflow_ui import KIND_MODEL_TRAINING, KIND_TAG
+
     location = None
     if artifact_root:
         location = Path(artifact_root, name).resolve().as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    # a model-training experiment: MLflow 3 opens it on its runs, not on the GenAI overview
+    return c.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND_MODEL_TRAINING})
 
 
 def git_commit(cwd: Path) -> str | None:
@@ -69,6 +78,71 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (first ``DIGEST_CHARS`` hex digits), cached per process by
+    path, size and mtime; ``missing`` when the file is absent."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return "missing"
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()[:DIGEST_CHARS]
+    return _DIGESTS[key]
+
+
+def dataset_inputs(run) -> list:
+    """A run's data as MLflow dataset inputs (the runs table's Dataset column): one per split,
+    named after the data set's folder, the digest of that split's annotation file, the split
+    as the context (``train`` / ``val``)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    data = run.data
+    out = []
+    for split, ann in (("train", data.train_ann), ("val", data.val_ann)):
+        if not ann:
+            continue
+        root = Path(data.root) if data.root else Path(ann).parent.parent
+        ds = MetaDataset(resolve_dataset_source(str(Path(ann).resolve())), name=f"{data.kind}:{root.name}",
+                         digest=file_digest(ann))
+        out.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(DATASET_CONTEXT_TAG, split)]))
+    return out
+
+
+def log_dataset_inputs(c, run_id: str, run) -> None:
+    inputs = dataset_inputs(run)
+    if inputs:
+        c.log_inputs(run_id, datasets=inputs)
+
+
+def log_trial_files(c, run_id: str, work_dir: str | None, checkpoint: str | None = None) -> dict:
+    """A finished trial's small files as artifacts of its run: the mmengine log
+    (``logs/``, the latest ``<work_dir>/<timestamp>/<timestamp>.log``) and ``checkpoint.txt``,
+    the final checkpoint's path (the checkpoint itself stays on the shared storage: it is
+    tens to hundreds of MB). Returns what was logged."""
+    logged = {}
+    wd = Path(work_dir) if work_dir else None
+    if wd is not None and wd.is_dir():
+        logs = sorted(wd.glob("*/*.log"), key=lambda p: p.stat().st_mtime)
+        if logs:
+            c.log_artifact(run_id, str(logs[-1]), "logs")
+            logged["log"] = str(logs[-1])
+        if not checkpoint:
+            ckpts = sorted(wd.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[-1]))
+            checkpoint = str(ckpts[-1]) if ckpts else None
+    if checkpoint:
+        c.log_text(run_id, f"{checkpoint}\n", "checkpoint.txt")
+        logged["checkpoint"] = checkpoint
+    return logged
+
+
 def find_run(c, experiment_id: str, tags: dict):
     filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     runs = c.search_runs([experiment_id], filter_string=filt, max_results=5)
@@ -82,9 +156,9 @@ def parent_run(c, experiment_id: str, sweep_id: str, *, space_text: str, space_n
     if run is None:
         tags = {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep", "mlflow.runName": sweep_id,
                 "pgd.space": space_name}
-        commit = git_commit(project_dir)
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
+        from pgd.reporting.mlflow_ui import source_tags
+
+        tags.update(source_tags(git_commit(project_dir)))
         tags.update(extra_tags or {})
         run = c.create_run(experiment_id, tags=tags, run_name=sweep_id)
         c.log_text(run.info.run_id, space_text, f"space/{space_name}.yaml")
@@ -135,7 +209,8 @@ class MLflowSweepCallback(Callback):
     plan's trial key), restore-safe."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
-                 role: str = "trial", teacher_ap: dict | None = None):
+                 role: str = "trial", teacher_ap: dict | None = None, commit: str | None = None):
+        self.commit = commit  # the Source column's git commit, looked up once by the driver
         self.teacher_ap = dict(teacher_ap or {})  # teacher hash -> its val AP (evaluated once)
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -178,18 +253,25 @@ class MLflowSweepCallback(Callback):
                 run_name=name,
                 tags={TAG_SWEEP: self.sweep_id, TAG_TRIAL: plan.key, TAG_ROLE: self.role,
                       TAG_PARENT: self.parent_run_id, "pgd.tune_trial_id": tid,
-                      "pgd.work_dir": plan.run.work_dir, **{k: str(v) for k, v in tags.items()}},
+                      "pgd.work_dir": plan.run.work_dir, **self._source_tags(),
+                      **{k: str(v) for k, v in tags.items()}},
             )
             rid, complete = run.info.run_id, False
         if not complete:  # also when a killed driver created the run but logged nothing more
             log_params(self.client, rid, params)
             self.client.log_dict(rid, resolved, "resolved_config.yaml")
+            log_dataset_inputs(self.client, rid, plan.run)
             ap = self.teacher_ap.get(plan.teacher_hash) if plan.role == "trial" else None
             if ap is not None:  # the teacher this run distils from, as evaluated on the val split
                 self.client.log_metric(rid, TEACHER_AP, float(ap))
             self.client.set_tag(rid, TAG_LOGGED, "1")
         self._runs[tid] = rid
         return rid
+
+    def _source_tags(self) -> dict:
+        from pgd.reporting.mlflow_ui import source_tags
+
+        return source_tags(self.commit)
 
     # -------------------------------------------------------------- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -229,9 +311,23 @@ class MLflowSweepCallback(Callback):
         self.client.set_terminated(rid, status=status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._log_files(trial)
         self._close(trial, "FINISHED")
 
+    def _log_files(self, trial) -> None:
+        """The trial's log and final checkpoint path; never fails the sweep."""
+        from pgd.sweep.trial import trial_plan
+
+        rid = self.run_id(trial)
+        plan = trial_plan(trial.config)
+        try:
+            ckpt = self.client.get_run(rid).data.tags.get("pgd.best_checkpoint") or None
+            log_trial_files(self.client, rid, plan.run.work_dir, ckpt)
+        except Exception as exc:  # noqa: BLE001 - a missing log must not lose the trial's record
+            self.client.set_tag(rid, "pgd.files_error", f"{type(exc).__name__}: {exc}"[:500])
+
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._log_files(trial)
         self._close(trial, "FAILED", reason=trial_error(trial))
 
     def on_experiment_end(self, trials, **info):

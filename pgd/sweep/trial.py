@@ -29,6 +29,7 @@ class SweepContext:
     name: str
     sweep_dir: str  # absolute
     home: str  # absolute PGD_HOME for the workers
+    tracking: dict | None = None  # {uri, experiment_id, sweep_id}: where workers sample system metrics
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -69,7 +70,7 @@ def run_trial(trial: TrialPlan, ctx: SweepContext, callbacks: list | None = None
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=dict(trial=trial.dump(), home=ctx.home),
+        train_loop_config=dict(trial=trial.dump(), home=ctx.home, tracking=ctx.tracking),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
@@ -117,8 +118,13 @@ def train_worker(cfg: dict) -> None:
             if src.is_file():
                 resume_from = str(work_dir / f"ray_resume_rank{ctx.get_world_rank()}.pth")
                 shutil.copy2(src, resume_from)
-    result = train(run, launcher="pytorch" if world > 1 else "none", world_size=world,
-                   extra_hooks=[dict(type="RayReportHook")], resume_from=resume_from)
+    from pgd.sweep.system_metrics import trial_system_metrics
+
+    sampler = trial_system_metrics(cfg.get("tracking") if ctx.get_local_rank() == 0 else None, trial.key,
+                                   node_id=None if ctx.get_local_world_size() == world else f"node{ctx.get_node_rank()}")
+    with sampler:  # MLflow system metrics into the trial's run (pgd/sweep/system_metrics.py)
+        result = train(run, launcher="pytorch" if world > 1 else "none", world_size=world,
+                       extra_hooks=[dict(type="RayReportHook")], resume_from=resume_from)
     final = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     final["epoch"] = int(result.get("epochs", 0))
     final["final"] = 1  # the closing report: final metrics (+ latency)
