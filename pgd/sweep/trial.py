@@ -29,6 +29,7 @@ class SweepContext:
     name: str
     sweep_dir: str  # absolute
     home: str  # absolute PGD_HOME for the workers
+    verbose: bool = False  # False: every trial process writes to <sweep>/logs/<key>*.log
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -56,7 +57,12 @@ def trial_fn(config: dict, ctx: SweepContext) -> None:
     """The Tune trainable (function API)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    run_trial(trial_plan(config), ctx, callbacks=[TuneReportCallback()])
+    trial = trial_plan(config)
+    if not ctx.verbose:
+        from pgd.sweep.console import redirect_output
+
+        redirect_output(ctx.sweep_dir, f"{trial.key}-tune")
+    run_trial(trial, ctx, callbacks=[TuneReportCallback()])
 
 
 def run_trial(trial: TrialPlan, ctx: SweepContext, callbacks: list | None = None) -> None:
@@ -82,7 +88,7 @@ def run_trial(trial: TrialPlan, ctx: SweepContext, callbacks: list | None = None
     status_cb = ControllerStatusCallback(str(status_file), res.workers_per_trial, per_worker)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=dict(trial=trial.dump(), home=ctx.home),
+        train_loop_config=dict(trial=trial.dump(), home=ctx.home, sweep_dir=ctx.sweep_dir, verbose=ctx.verbose),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
@@ -114,6 +120,10 @@ def train_worker(cfg: dict) -> None:
 
     os.environ["PGD_HOME"] = cfg["home"]
     trial = TrialPlan.model_validate(cfg["trial"])
+    if not cfg.get("verbose", True):
+        from pgd.sweep.console import redirect_output
+
+        redirect_output(cfg["sweep_dir"], f"{trial.key}-rank{ray.train.get_context().get_world_rank()}")
     threads = max(1, round(trial.resources.cpus_per_worker))  # Ray's CPUs are logical: match them
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
