@@ -24,6 +24,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def wait_http(url: str, timeout: float) -> None:
         try:
             with urllib.request.urlopen(url, timeout=3):
                 return
+        except urllib.error.HTTPError:  # it answers (401 without the token is an answer)
+            return
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(1)
     raise TimeoutError(f"{url} did not answer within {timeout:g} s")
