@@ -117,7 +117,7 @@ def cluster(tmp_path_factory):
                              f"--ray-client-server-port={free_port()}",
                              f"--dashboard-agent-listen-port={free_port()}",
                              f"--metrics-export-port={free_port()}"], env)
-        wait_http(f"http://127.0.0.1:{dash}/api/version", 180)
+        wait_http(f"http://127.0.0.1:{dash}/api/version", 300)
         procs.start("worker", [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{gcs}",
                                "--num-cpus=1", '--resources={"node2": 1}',
                                f"--dashboard-agent-listen-port={free_port()}",
@@ -128,7 +128,7 @@ def cluster(tmp_path_factory):
                                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
                                "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
                                "--workers", "1"], env)
-        wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120)
+        wait_http(f"http://127.0.0.1:{mlflow_port}/health", 300)  # ~100 s on the loaded 2-core machine
         address = f"http://127.0.0.1:{dash}"
         t0 = time.time()
         while time.time() - t0 < 120:  # both nodes joined
