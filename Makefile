@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: setup run test test-slow lint bench clean
+.PHONY: setup run test test-slow test-cluster lint bench clean
 setup:
 	@./scripts/setup_env.sh
 
@@ -15,6 +15,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# two-node Ray cluster + MLflow server on this machine, ray job submit (docs/cluster.md)
+test-cluster: setup
+	$(PY) -m pytest -q -s -m cluster tests/test_cluster.py
 
 lint: setup
 	$(PY) -m ruff check pgd pipelines tests bench

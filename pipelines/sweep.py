@@ -42,6 +42,8 @@ def parse_args(argv=None):
     g.add_argument("--fresh", action="store_true", help="start a new sweep named <name>-<timestamp>")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trials, resources and "
                                                           "concurrency without starting Ray")
+    p.add_argument("--verbose", action="store_true", help="show the workers' output (mmengine logs) on the "
+                                                          "console too (default: <sweep>/logs/<trial>.log)")
     return p.parse_args(argv)
 
 
@@ -58,7 +60,8 @@ def main(argv=None) -> int:
 
         name = f"{name or default_sweep_id(space)}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_sweep(space, name=name, tracking_uri=args.tracking_uri, address=args.address,
-              resume="always" if args.resume else "auto", dry_run=args.dry_run)
+              resume="always" if args.resume else "auto", dry_run=args.dry_run,
+              verbose=args.verbose)
     return 0
 
 

@@ -31,6 +31,14 @@ LEVEL_WEIGHTS = (1.0, 1.25, 1.5, 1.75, 2.0)  # P3..P7
 BOX_GAUSS_SIGMA = 1.0 / 6.0  # TADF-style Gaussian: std = sigma * (w, h), +-3 std spans the box
 CENTRE_RATIO = 0.2  # central 0.2w x 0.2h region
 
+# ----------------------------------------------------------------------------- sweep runtime
+#: seconds a trial's Ray Train worker group may wait for its resources before the trial fails
+#: (``resources.start_timeout_s``; Ray's own default, 60 s, is too short for a busy cluster)
+WORKER_START_TIMEOUT_S = 1800.0
+#: seconds the trial watchdog waits, after Ray Train's controller reported a terminal error (or
+#: after the start-up timeout passed with no worker group), for ``trainer.fit()`` to return
+WATCHDOG_GRACE_S = 30.0
+
 
 def pgd_defaults(detector: str, data_kind: str = "coco") -> dict:
     """alpha, tau, k of PGD for a student detector on a data kind."""

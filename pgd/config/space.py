@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from pgd.config.base import NonNegFloat, PosFloat, PosInt, Strict
+from pgd.config.defaults import WORKER_START_TIMEOUT_S
 from pgd.config.loading import load_yaml, register_union_tags, validate
 from pgd.config.names import (
     ANALYSIS_NAMES,
@@ -63,6 +64,8 @@ class ResourcesSpec(Strict):
     trial_driver_cpus: NonNegFloat = 0.25  # the Tune function that drives one trial's trainer
     max_concurrent_trials: Optional[PosInt] = None  # null: as many as the cluster fits
     num_cpus: Optional[PosInt] = None  # size of the local cluster (laptop); null: all cores
+    #: how long a trial's worker group may wait for its resources (busy or autoscaling cluster)
+    start_timeout_s: PosFloat = WORKER_START_TIMEOUT_S
 
     @field_validator("gpus_per_worker")
     @classmethod

@@ -389,5 +389,7 @@ def describe(plan: SweepPlan, conc=None) -> str:
             rng = d.choices if d.type == "categorical" else f"[{d.low}, {d.high}]" + (" log" if d.log else "")
             cond = f" when {d.when}" if d.when else ""
             lines.append(f"  {k}: {d.type} {rng}{cond}")
-    lines.append(f"table rows: {', '.join(spec.report.rows)}; baseline: {spec.report.baseline}")
+    base = spec.report.baseline
+    base = ", ".join(f"{k}={v}" for k, v in base.items()) if isinstance(base, dict) else base
+    lines.append(f"table rows: {', '.join(spec.report.rows)}; baseline: {base}")
     return "\n".join(lines)

@@ -56,7 +56,7 @@ def in_ray_job(environ=None) -> bool:
     return JOB_CONFIG_ENV in (os.environ if environ is None else environ)
 
 
-def init_ray(plan: SweepPlan, address: str | None):
+def init_ray(plan: SweepPlan, address: str | None, verbose: bool = False):
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -66,12 +66,12 @@ def init_ray(plan: SweepPlan, address: str | None):
     env = driver_runtime_env({"PGD_HOME": plan.home, "PYTHONUNBUFFERED": "1"})
     if address or in_ray_job():
         say(f"connecting to Ray at {address or 'the job cluster'}")
-        ray.init(address=address or "auto", runtime_env=env or None, log_to_driver=True)
+        ray.init(address=address or "auto", runtime_env=env or None, log_to_driver=verbose)
     else:
         n = plan.space.resources.num_cpus or os.cpu_count() or 1
         say(f"starting a local Ray cluster ({n} CPUs, dashboard on 127.0.0.1)")
         ray.init(address="local", num_cpus=n, include_dashboard=True, dashboard_host="127.0.0.1",
-                 runtime_env=env, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
+                 runtime_env=env, log_to_driver=verbose, configure_logging=True, logging_level=logging.WARNING)
     return ray
 
 
@@ -82,6 +82,9 @@ def _tuner(plan: SweepPlan, ctx, name, param_space, conc, callbacks, role, resou
     from pgd.sweep.trial import trial_fn
 
     spec = plan.space
+    from pgd.sweep.console import ConsoleCallback
+
+    callbacks = [*callbacks, ConsoleCallback(plan.sweep_dir, role)]
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, ctx=ctx),
         resources=tune.PlacementGroupFactory([{"CPU": resources.trial_driver_cpus}]),
@@ -125,17 +128,19 @@ def _tuner(plan: SweepPlan, ctx, name, param_space, conc, callbacks, role, resou
                                   num_samples=num_samples, max_concurrent_trials=conc.max_concurrent,
                                   reuse_actors=False)
     run_config = tune.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks,
-                                failure_config=tune.FailureConfig(max_failures=0), verbose=1)
+                                failure_config=tune.FailureConfig(max_failures=0), verbose=0)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 # ---------------------------------------------------------------------------- main
 def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | None = None,
-              address: str | None = None, resume: str = "auto", dry_run: bool = False) -> dict:
+              address: str | None = None, resume: str = "auto", dry_run: bool = False,
+              verbose: bool = False) -> dict:
     """Run (or resume) a sweep; returns {sweep_dir, table, parent_run_id, plan, ...}.
 
     ``resume``: ``auto`` (resume the sweep of this space file when it exists, else start it),
-    ``always`` (there must be one to resume), ``never`` (there must be none)."""
+    ``always`` (there must be one to resume), ``never`` (there must be none). ``verbose``: the
+    workers' output (mmengine logs) on the console too, not only in ``<sweep>/logs``."""
     plan = build_plan(space_path, name=name, tracking_uri=tracking_uri)
     remote = bool(address or os.environ.get("RAY_ADDRESS") or in_ray_job())
     local_cpus = None if remote else float(plan.space.resources.num_cpus or os.cpu_count() or 1)
@@ -160,7 +165,7 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "space.yaml").write_text(Path(space_path).read_text())
     plan.write()
-    ray = init_ray(plan, address)
+    ray = init_ray(plan, address, verbose)
     try:
         cluster = ray.cluster_resources()
         conc = plan_concurrency(plan.space.resources, float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
@@ -181,8 +186,12 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
             plan.space.description, UI.invocation(space_path), sweep_dir / "report", plan.sweep_id))
         c.log_artifact(parent, str(sweep_dir / "plan.yaml"))
         say(f"MLflow: experiment '{plan.space.name}', parent run {parent} ({uri})")
-        ctx = SweepContext(name=plan.sweep_id, sweep_dir=str(sweep_dir), home=plan.home,
+        ctx = SweepContext(name=plan.sweep_id, sweep_dir=str(sweep_dir), home=plan.home, verbose=verbose,
                            tracking=dict(uri=uri, experiment_id=exp_id, sweep_id=plan.sweep_id))
+        if not verbose:
+            from pgd.sweep.console import log_dir
+
+            say(f"worker logs: {log_dir(sweep_dir)}/<trial>.log (--verbose to see them here)")
         _train_teachers(plan, ctx, conc, c, exp_id, parent)
         teacher_ap = _teacher_quality(plan, c, exp_id, parent)
         from ray import tune

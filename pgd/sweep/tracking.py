@@ -294,7 +294,7 @@ class MLflowSweepCallback(Callback):
             self.client.set_tag(rid, tag, value)
         for key, tag in (("checkpoint_path", "pgd.checkpoint"), ("best_checkpoint", "pgd.best_checkpoint"),
                          ("device", "pgd.device"), ("world_size", "pgd.world_size"),
-                         ("hostname", "pgd.host")):  # the trial's host, as Tune reports it
+                         ("hostname", "pgd.host"), ("node_id", "pgd.node_id")):  # the trial's host, as Tune reports it
             if result.get(key):
                 self.client.set_tag(rid, tag, str(result[key]))
 

@@ -30,6 +30,7 @@ class SweepContext:
     sweep_dir: str  # absolute
     home: str  # absolute PGD_HOME for the workers
     tracking: dict | None = None  # {uri, experiment_id, sweep_id}: where workers sample system metrics
+    verbose: bool = False  # False: every trial process writes to <sweep>/logs/<key>*.log
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -57,7 +58,12 @@ def trial_fn(config: dict, ctx: SweepContext) -> None:
     """The Tune trainable (function API)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    run_trial(trial_plan(config), ctx, callbacks=[TuneReportCallback()])
+    trial = trial_plan(config)
+    if not ctx.verbose:
+        from pgd.sweep.console import redirect_output
+
+        redirect_output(ctx.sweep_dir, f"{trial.key}-tune")
+    run_trial(trial, ctx, callbacks=[TuneReportCallback()])
 
 
 def run_trial(trial: TrialPlan, ctx: SweepContext, callbacks: list | None = None) -> None:
@@ -65,36 +71,61 @@ def run_trial(trial: TrialPlan, ctx: SweepContext, callbacks: list | None = None
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pgd.sweep.watchdog import (
+        START_TIMEOUT_ENV,
+        ControllerStatusCallback,
+        fit_with_watchdog,
+        status_path,
+    )
+
     res = trial.resources
     use_gpu = res.gpus_per_worker > 0
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
+    # Ray Train reads the worker-group start-up timeout from the env of the process that calls
+    # fit() and passes it on to its controller
+    os.environ[START_TIMEOUT_ENV] = f"{res.start_timeout_s:g}"
+    status_file = status_path(ctx.sweep_dir, trial.key)
+    status_file.unlink(missing_ok=True)
+    status_cb = ControllerStatusCallback(str(status_file), res.workers_per_trial, per_worker)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=dict(trial=trial.dump(), home=ctx.home, tracking=ctx.tracking),
+        train_loop_config=dict(trial=trial.dump(), home=ctx.home, sweep_dir=ctx.sweep_dir, verbose=ctx.verbose,
+                               tracking=ctx.tracking),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
             name=trial.key,
             storage_path=str(Path(ctx.sweep_dir) / "train"),
-            callbacks=list(callbacks or []),
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            callbacks=[*(callbacks or []), status_cb],
+            # no retry of a worker group that did not start: the timeout above is the wait
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
     try:
-        trainer.fit()
+        fit_with_watchdog(trainer.fit, status_file, res.start_timeout_s)
     except Exception as exc:  # noqa: BLE001 - re-raised with the reason Tune and MLflow record
-        raise TrialFailed(_short_reason(exc)) from None
+        reason = _short_reason(exc)
+        if "startup timed out" in reason:  # say what it waited for, and our key, not Ray's env var
+            reason = (reason.split(" Potential causes")[0].rstrip(".") + f" ({res.workers_per_trial} worker(s) x "
+                      + ", ".join(f"{k} {v:g}" for k, v in per_worker.items())
+                      + "): the cluster did not free these in time; raise resources.start_timeout_s to wait longer")
+        raise TrialFailed(reason) from None
 
 
 def train_worker(cfg: dict) -> None:
     """Runs in every Ray Train worker: the platform's training pipeline, reporting to Ray."""
+    import ray
     import ray.train
     import torch
 
     os.environ["PGD_HOME"] = cfg["home"]
     trial = TrialPlan.model_validate(cfg["trial"])
+    if not cfg.get("verbose", True):
+        from pgd.sweep.console import redirect_output
+
+        redirect_output(cfg["sweep_dir"], f"{trial.key}-rank{ray.train.get_context().get_world_rank()}")
     threads = max(1, round(trial.resources.cpus_per_worker))  # Ray's CPUs are logical: match them
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -131,6 +162,7 @@ def train_worker(cfg: dict) -> None:
     final["best_checkpoint"] = str(result.get("best_checkpoint") or "")
     final["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     final["world_size"] = world
+    final["node_id"] = ray.get_runtime_context().get_node_id()  # where rank 0 trained (MLflow tag)
     if ctx.get_world_rank() == 0 and trial.publish_dir:
         _publish_teacher(result, work_dir, Path(trial.publish_dir))
     ray.train.report(final)
