@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pgd.core.masks import batch_box_iou, batch_masks, pad_gt
-from pgd.core import box_iou_pairs
 from pgd.config.names import STRATEGIES
+from pgd.core import box_iou_pairs
+from pgd.core.masks import batch_box_iou, batch_masks, pad_gt
 
 SIZES = [(10, 12), (5, 6), (3, 3), (2, 2), (1, 1)]
 STRIDES = [8, 16, 32, 64, 128]
