@@ -44,7 +44,7 @@ from pgd.core.masks import batch_masks, pad_gt  # noqa: E402
 STRIDES = (8, 16, 32, 64, 128)
 K, TAU, ALPHA, DELTA = 9, 0.8, 0.08, 8e-4
 FULL = dict(width=1333, height=800, channels=256, classes=80, boxes=(1, 10, 100, 500), images=2)
-TINY = dict(width=160, height=128, channels=16, classes=6, boxes=(0, 1, 7), images=2)
+TINY = dict(width=160, height=128, channels=8, classes=6, boxes=(0, 1, 7), images=2)
 
 
 def level_shapes(width, height, divisor=32):
@@ -175,7 +175,7 @@ def main(argv=None):
     if args.boxes:
         cfg["boxes"] = tuple(args.boxes)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
-    repeat = args.repeat or (2 if args.tiny else 10)
+    repeat = args.repeat or (1 if args.tiny else 10)
     shapes = level_shapes(cfg["width"], cfg["height"])
     head = Head(cfg["channels"], cfg["classes"]).to(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"

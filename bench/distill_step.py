@@ -62,8 +62,9 @@ def bench_pair(student_name, teacher_name, size, repeat, n_img, compare=False):
     for f in fns:  # warm-up
         f()
     times = [[] for _ in fns]
-    for _ in range(repeat):
-        for f, acc in zip(fns, times):
+    for r in range(repeat):  # rotate the order every round: no variant always runs first
+        order = list(range(len(fns)))[r % len(fns):] + list(range(len(fns)))[: r % len(fns)]
+        for f, acc in ((fns[i], times[i]) for i in order):
             t0 = time.perf_counter()
             f()
             acc.append(time.perf_counter() - t0)

@@ -65,7 +65,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--rows", type=int, default=25)
-    ap.add_argument("--path", default="current", choices=["current", "batched", "per_image"])
+    ap.add_argument("--path", default="batched", choices=["batched", "per_image"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from mmengine.logging import MMLogger
@@ -77,7 +77,7 @@ def main(argv=None):
     pgd.integration.init_scope()
     torch.manual_seed(0)
     dist = build_distiller("atss_tiny", "atss_tiny", 80)
-    if args.path == "per_image" and hasattr(__import__("pgd.distill.masks").distill.masks, "pgd_masks_per_image"):
+    if args.path == "per_image":
         import pgd.distill.distiller as dd
         import pgd.distill.masks as dm
 
