@@ -106,6 +106,8 @@ def main(argv=None):
     print("| function | calls/step | ms/step |\n|---|---:|---:|")
     for e in ours:
         print(f"| {e.key[5:]} | {e.count / args.steps:.0f} | {e.cpu_time_total / 1e3 / args.steps:.2f} |")
+    n_ops = sum(e.count for e in ka if e.key.startswith("aten::")) / args.steps
+    print(f"\naten op calls per step (all nesting levels): {n_ops:.0f}")
     print("\n## top ops by self CPU time (ms per step)\n")
     ops = sorted((e for e in ka if not e.key.startswith("pgd::")), key=lambda e: -e.self_cpu_time_total)
     print("| op | calls/step | self ms/step |\n|---|---:|---:|")
