@@ -25,14 +25,14 @@ def pgw_importance_loop(quality, points, gt_boxes, k, topk_scope="inside"):
     p = points.detach().float()
     g = gt_boxes.detach().float()
     A, G = q.shape
-    out = torch.zeros(A)
+    out = torch.zeros(A, device=q.device)
     for j in range(G):
         x1, y1, x2, y2 = g[j].tolist()
         inside = (p[:, 0] > x1) & (p[:, 0] < x2) & (p[:, 1] > y1) & (p[:, 1] < y2)
         if topk_scope == "inside":
             cand = torch.nonzero(inside).flatten()
         else:
-            cand = torch.arange(A)
+            cand = torch.arange(A, device=q.device)
         if cand.numel() == 0:
             continue
         kk = min(k, cand.numel())

@@ -2,7 +2,8 @@
 
 ``pgd_cls_loss_terms`` / ``pgd_reg_loss_terms`` hold the math and return the already
 weighted terms ``{"fea": ..., "att": ...}``; ``pgd_cls_loss`` / ``pgd_reg_loss`` are
-exactly their sum. Teacher features and the masks are detached here; the student's
+exactly their sum. ``pgd_cls_loss_levels`` / ``pgd_reg_loss_levels`` compute the same
+terms summed over the levels from the levels concatenated (one set of kernels per branch). Teacher features and the masks are detached here; the student's
 features (and so its attention) carry gradient. float32 inside, results in the student
 features' dtype.
 """
@@ -16,7 +17,14 @@ from pgd.errors import ConfigError
 from .attention import channel_attention, spatial_attention
 from .quality import _check_tau, _check_tensor, _check_weight
 
-__all__ = ["pgd_cls_loss_terms", "pgd_cls_loss", "pgd_reg_loss_terms", "pgd_reg_loss"]
+__all__ = [
+    "pgd_cls_loss_terms",
+    "pgd_cls_loss",
+    "pgd_reg_loss_terms",
+    "pgd_reg_loss",
+    "pgd_cls_loss_levels",
+    "pgd_reg_loss_levels",
+]
 
 
 def _check_pair(feat_s, feat_t) -> None:
@@ -132,3 +140,102 @@ def pgd_reg_loss(feat_s, feat_t, reg_importance, gamma, delta, tau):
     """``L_reg,l = gamma fea + delta att_reg`` (scalar, 0 when no position is selected)."""
     t = pgd_reg_loss_terms(feat_s, feat_t, reg_importance, gamma, delta, tau)
     return t["fea"] + t["att"]
+
+
+# ----------------------------------------------------------------------------- all levels at once
+def _concat_levels(feats_s, feats_t, masks, names):
+    """Levels flattened and concatenated: ``[N, C, P]`` features, ``[N, P]`` masks, sizes."""
+    if not len(feats_s) or len(feats_s) != len(feats_t):
+        raise ConfigError(f"need one student and one teacher map per level, got {len(feats_s)} and {len(feats_t)}")
+    sizes = []
+    for lvl, (fs, ft) in enumerate(zip(feats_s, feats_t)):
+        _check_pair(fs, ft)
+        if fs.shape[:2] != feats_s[0].shape[:2]:
+            raise ConfigError(f"level {lvl} has shape {tuple(fs.shape)}; every level needs [N, C] = "
+                              f"{list(feats_s[0].shape[:2])}")
+        sizes.append(fs.shape[2] * fs.shape[3])
+    N = feats_s[0].shape[0]
+    flat = []
+    for name, m in zip(names, masks):
+        _check_tensor(name, m, ndim=2)
+        if tuple(m.shape) != (N, sum(sizes)):
+            raise ConfigError(f"shape mismatch: {name} has shape {tuple(m.shape)} but must be [N, P] = "
+                              f"{[N, sum(sizes)]} (levels concatenated, sizes {sizes})")
+        flat.append(m.detach().to(torch.float32))
+    fs = torch.cat([f.to(torch.float32).flatten(2) for f in feats_s], dim=2)
+    ft = torch.cat([f.detach().to(torch.float32).flatten(2) for f in feats_t], dim=2)
+    return fs, ft, flat, sizes
+
+
+def _per_position(values, sizes, device) -> torch.Tensor:
+    """``[P]``: each level's value repeated over its positions."""
+    v = torch.tensor([float(x) for x in values], device=device)
+    return torch.repeat_interleave(v, torch.tensor(sizes, device=device), output_size=sum(sizes))
+
+
+def _spatial_levels(f: torch.Tensor, sizes, tau: float) -> torch.Tensor:
+    """:func:`spatial_attention` of every level of ``[N, C, P]``: ``[N, P]``, each level's
+    map summing to its ``H*W`` (a softmax per level segment)."""
+    s = f.abs().mean(dim=1) / tau
+    return torch.cat([hw * torch.softmax(x, dim=1) for x, hw in zip(torch.split(s, sizes, dim=1), sizes)], dim=1)
+
+
+def pgd_cls_loss_levels(feats_s, feats_t, fg, bg, alpha, beta, delta, tau, level_weights) -> dict[str, torch.Tensor]:
+    """:func:`pgd_cls_loss_terms` summed over the levels, computed on the levels concatenated.
+
+    ``feats_*`` are lists over levels of ``[N, C, H_l, W_l]``; ``fg`` / ``bg`` ``[N, P]`` the
+    level-normalised masks with the levels concatenated (``P = sum_l H_l W_l``). With ``l(i)``
+    the level of position ``i``::
+
+        fea = sum_i w_l(i) (alpha fg_i + beta bg_i) E_i / N,   E = sum_c P^T A^T (F^S - F^T)^2
+        att = sum_i sum_c |A^S - A^T|_i / (N H_l(i) W_l(i)) + sum_i |P^S - P^T|_i / N
+
+    (``P`` the per-level spatial attention, ``A`` the per-location channel attention), the
+    same numbers as the per-level sum to float rounding, from one set of kernels.
+    """
+    alpha, beta, delta = (_check_weight(n, v) for n, v in (("alpha", alpha), ("beta", beta), ("delta", delta)))
+    tau = _check_tau(tau)
+    fs, ft, (m_fg, m_bg), sizes = _concat_levels(feats_s, feats_t, (fg, bg), ("fg", "bg"))
+    if len(level_weights) != len(sizes):
+        raise ConfigError(f"level_weights has {len(level_weights)} entries for {len(sizes)} levels")
+    lw = [_check_weight("level_weight", w) for w in level_weights]
+    N = fs.shape[0]
+    dev = fs.device
+    p_s, p_t = _spatial_levels(fs, sizes, tau), _spatial_levels(ft, sizes, tau)
+    a_s, a_t = channel_attention(fs[..., None], tau)[..., 0], channel_attention(ft[..., None], tau)[..., 0]
+    e = (p_t[:, None] * a_t * (fs - ft) ** 2).sum(dim=1)  # [N, P]
+    w_pos = _per_position(lw, sizes, dev)
+    fea = ((alpha * m_fg + beta * m_bg) * e * w_pos).sum() / N
+    inv_hw = _per_position([1.0 / s for s in sizes], sizes, dev)
+    att = ((a_s - a_t).abs().sum(dim=1) * inv_hw).sum() / N + (p_s - p_t).abs().sum() / N
+    dt = feats_s[0].dtype
+    return {"fea": fea.to(dt), "att": (delta * att).to(dt)}
+
+
+def pgd_reg_loss_levels(feats_s, feats_t, reg_importance, gamma, delta, tau) -> dict[str, torch.Tensor]:
+    """:func:`pgd_reg_loss_terms` summed over the levels, on the levels concatenated.
+
+    ``reg_importance`` ``[N, P]`` raw ``I^reg``; ``S_l`` the non-zero positions of level
+    ``l`` (over the batch)::
+
+        fea = sum_i [i in S] I_i mean_c(A^T (F^S - F^T)^2)_i / max(|S_l(i)|, 1)
+        att = sum_i [i in S] sum_c |A^S - A^T|_i / max(|S_l(i)|, 1)
+
+    A level with ``S_l`` empty adds exactly 0 (still connected to the student's features).
+    """
+    gamma, delta = _check_weight("gamma", gamma), _check_weight("delta", delta)
+    tau = _check_tau(tau)
+    fs, ft, (imp,), sizes = _concat_levels(feats_s, feats_t, (reg_importance,), ("reg_importance",))
+    dev = fs.device
+    sel = imp != 0
+    level_of = torch.repeat_interleave(torch.arange(len(sizes), device=dev),
+                                       torch.tensor(sizes, device=dev), output_size=sum(sizes))
+    counts = torch.zeros(len(sizes), device=dev).index_add_(0, level_of, sel.sum(dim=0).to(torch.float32))
+    inv_n = 1.0 / counts.clamp(min=1.0).index_select(0, level_of)  # [P]
+    a_s, a_t = channel_attention(fs[..., None], tau)[..., 0], channel_attention(ft[..., None], tau)[..., 0]
+    fea_map = (a_t * (fs - ft) ** 2).mean(dim=1)
+    att_map = (a_s - a_t).abs().sum(dim=1)
+    fea = (torch.where(sel, imp * fea_map, 0.0) * inv_n).sum()
+    att = (torch.where(sel, att_map, 0.0) * inv_n).sum()
+    dt = feats_s[0].dtype
+    return {"fea": (gamma * fea).to(dt), "att": (delta * att).to(dt)}

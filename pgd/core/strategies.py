@@ -39,11 +39,6 @@ _NEEDS_QUALITY = ("quality", "topk_eq", "kde", "pgw")
 _NEEDS_K = ("topk_eq", "kde", "pgw")
 
 
-def _box_max(inside_ga: torch.Tensor, w_ga: torch.Tensor) -> torch.Tensor:
-    """``[A]`` max over boxes of ``w`` where inside (0 elsewhere, w >= 0)."""
-    return torch.where(inside_ga, w_ga, 0.0).amax(dim=0)
-
-
 def _kde_weights(x: torch.Tensor, valid: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
     """Gaussian KDE over each box's selected positions, evaluated at those positions.
 
@@ -115,40 +110,53 @@ def foreground_weights(
     A, G = points.shape[0], gt_boxes.shape[0]
     if G == 0 or A == 0:
         return torch.zeros(A, dtype=dtype, device=points.device)
-    p = _f32(points)
-    g = _f32(gt_boxes)
+    q = _f32(quality) if strategy in _NEEDS_QUALITY else None
+    kind, a, b = box_weights(strategy, q, _f32(points), _f32(gt_boxes), k=k, scope=scope,
+                             box_gauss_sigma=box_gauss_sigma, centre_ratio=centre_ratio,
+                             kde_bandwidth=kde_bandwidth)
+    if kind == "sparse":
+        return _scatter_max(A, a, b, points.device).to(dtype)
+    return a.amax(dim=0).to(dtype)
 
+
+def box_weights(strategy: str, q, p: torch.Tensor, g: torch.Tensor, *, k, scope: str,
+                box_gauss_sigma: float, centre_ratio: float, kde_bandwidth):
+    """Per-box weights of one strategy, before the max over boxes (arguments checked).
+
+    ``q`` ``[A, M]`` float32 (or None), ``p`` ``[A, 2]``, ``g`` ``[M, 4]`` float32, ``M >= 1``
+    boxes that may come from several images (columns are independent; the batched masks of
+    :mod:`pgd.core.masks` pass every image's boxes at once). Returns either
+    ``("sparse", idx [M, K], w [M, K])`` (top-K strategies: weight ``w`` at position ``idx``)
+    or ``("dense", w [M, A], None)``; every weight is ``>= 0`` and 0 outside the box, so a
+    box that contains no position (e.g. a zero-size padding box) contributes nothing.
+    """
     if strategy in ("topk_eq", "kde", "pgw"):
-        idx, valid, keep = _select_topk(_f32(quality), p, g, k, scope)
+        idx, valid, keep = _select_topk(q, p, g, k, scope)
         if strategy == "pgw":
             w = _gaussian_weights(p[idx], valid)
         elif strategy == "kde":
             w = _kde_weights(p[idx], valid, kde_bandwidth)
         else:
             w = valid.to(torch.float32)
-        w = w * keep.to(torch.float32)
-        return _scatter_max(A, idx, w, points.device).to(dtype)
+        return "sparse", idx, w * keep.to(torch.float32)
 
-    inside = _inside_ga(p, g)  # [G, A]
+    inside = _inside_ga(p, g)  # [M, A]
     if strategy == "box":
-        out = inside.any(dim=0).to(torch.float32)
-    elif strategy == "quality":
-        out = _box_max(inside, _f32(quality).t().clamp(min=0.0))
-    else:
-        cx = 0.5 * (g[:, 0:1] + g[:, 2:3])
-        cy = 0.5 * (g[:, 1:2] + g[:, 3:4])
-        w_box = (g[:, 2:3] - g[:, 0:1]).clamp(min=0.0)
-        h_box = (g[:, 3:4] - g[:, 1:2]).clamp(min=0.0)
-        dx = p[:, 0][None, :] - cx
-        dy = p[:, 1][None, :] - cy
-        if strategy == "centre":
-            r = float(centre_ratio)
-            central = (dx.abs() < 0.5 * r * w_box) & (dy.abs() < 0.5 * r * h_box)
-            out = (inside & central).any(dim=0).to(torch.float32)
-        else:  # box_gauss
-            s = float(box_gauss_sigma)
-            sx = (s * w_box).clamp(min=1e-6)
-            sy = (s * h_box).clamp(min=1e-6)
-            gauss = torch.exp(-0.5 * ((dx / sx) ** 2 + (dy / sy) ** 2))
-            out = _box_max(inside, gauss)
-    return out.to(dtype)
+        return "dense", inside.to(torch.float32), None
+    if strategy == "quality":
+        return "dense", torch.where(inside, q.t().clamp(min=0.0), 0.0), None
+    cx = 0.5 * (g[:, 0:1] + g[:, 2:3])
+    cy = 0.5 * (g[:, 1:2] + g[:, 3:4])
+    w_box = (g[:, 2:3] - g[:, 0:1]).clamp(min=0.0)
+    h_box = (g[:, 3:4] - g[:, 1:2]).clamp(min=0.0)
+    dx = p[:, 0][None, :] - cx
+    dy = p[:, 1][None, :] - cy
+    if strategy == "centre":
+        r = float(centre_ratio)
+        central = (dx.abs() < 0.5 * r * w_box) & (dy.abs() < 0.5 * r * h_box)
+        return "dense", (inside & central).to(torch.float32), None
+    s = float(box_gauss_sigma)  # box_gauss
+    sx = (s * w_box).clamp(min=1e-6)
+    sy = (s * h_box).clamp(min=1e-6)
+    gauss = torch.exp(-0.5 * ((dx / sx) ** 2 + (dy / sy) ** 2))
+    return "dense", torch.where(inside, gauss, 0.0), None

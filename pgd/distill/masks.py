@@ -3,7 +3,9 @@
 Per image: q = max over anchors of p^(1-xi) IoU^xi (section 2), the chosen foreground strategy
 (section 6; PGW by default) gives the importance I, the cls mask is I normalised per level,
 the reg mask is the raw I (its non-zero set S is the loss's support), the background mask is
-"inside no box" normalised per level. The loop is over images only; all maths is pgd.core.
+"inside no box" normalised per level. :func:`pgd_masks` computes them for the whole batch at
+once (:func:`pgd.core.masks.batch_masks`, GT padded per image); :func:`pgd_masks_per_image`
+is the reference loop over images (same numbers, kept for the tests and the benchmarks).
 """
 
 from __future__ import annotations
@@ -21,17 +23,20 @@ from pgd.core import (
     max_over_anchors,
     quality_score,
 )
+from pgd.core.masks import batch_masks, pad_gt
 
 
 @dataclass
 class Masks:
-    """Per FPN level, each [N, H, W]."""
+    """Per FPN level, each [N, H, W]; ``flat`` holds the same masks as [N, A] with the
+    levels concatenated (what the level-concatenated losses read), when available."""
 
     fg_cls: list[torch.Tensor]  # normalised cls foreground M^cls
     bg: list[torch.Tensor]  # normalised background B
     reg: list[torch.Tensor]  # raw reg importance I^reg
     quality_cls: list[torch.Tensor]  # max over GT of 1[inside] q (Eq. 1, xi_cls), for figures
     imp_cls: list[torch.Tensor]  # raw cls importance I^cls (before normalisation), for figures
+    flat: dict | None = None
 
 
 def _split(flat: torch.Tensor, sizes, shapes) -> list[torch.Tensor]:
@@ -39,7 +44,7 @@ def _split(flat: torch.Tensor, sizes, shapes) -> list[torch.Tensor]:
 
 
 def image_masks(probs, boxes, priors, gt_boxes, gt_labels, cfg: dict):
-    """Masks of one image, each flat [A] over the levels."""
+    """Masks of one image, each flat [A] over the levels (the per-image reference)."""
     A = priors.centres.shape[0]
     device = priors.centres.device
     if gt_boxes.numel() == 0:
@@ -68,9 +73,50 @@ def image_masks(probs, boxes, priors, gt_boxes, gt_labels, cfg: dict):
     return fg_cls, bg, out["reg"], out["q"], out["cls"]
 
 
+def _priors(adapter, featmap_sizes, device):
+    """The adapter's priors, cached per (feature map sizes, device): they depend on nothing
+    else, and a training run sees few distinct padded input shapes."""
+    cache = adapter.__dict__.setdefault("_pgd_priors_cache", {})
+    key = (tuple(featmap_sizes), str(device))
+    if key not in cache:
+        if len(cache) >= 16:
+            cache.clear()
+        cache[key] = adapter.priors(featmap_sizes, device)
+    return cache[key]
+
+
+def _levels(flat: dict, priors) -> Masks:
+    N = next(iter(flat.values())).shape[0]
+    per_level = {
+        k: [t.reshape(N, h, w) for t, (h, w) in zip(torch.split(v, priors.level_sizes, dim=1),
+                                                    priors.featmap_sizes)]
+        for k, v in flat.items()
+    }
+    return Masks(**per_level, flat=flat)
+
+
 @torch.no_grad()
 def pgd_masks(adapter, head_outs, gt_boxes_list, gt_labels_list, cfg: dict) -> Masks:
-    """Masks of a batch from the teacher's head outputs."""
+    """Masks of a batch from the teacher's head outputs, all images at once."""
+    featmap_sizes = [tuple(s.shape[-2:]) for s in head_outs[0]]
+    device = head_outs[0][0].device
+    priors = _priors(adapter, featmap_sizes, device)
+    probs, boxes = adapter.predictions(head_outs, priors)
+    gt_b, gt_l, gt_v = pad_gt(gt_boxes_list, gt_labels_list, device)
+    flat = batch_masks(
+        probs, boxes, priors.centres, priors.level_sizes, priors.num_anchors, gt_b, gt_l, gt_v,
+        strategy=cfg["strategy"], xi_cls=cfg["xi_cls"], xi_reg=cfg["xi_reg"],
+        k_cls=None if cfg.get("k_cls") is None else int(cfg["k_cls"]),
+        k_reg=None if cfg.get("k_reg") is None else int(cfg["k_reg"]),
+        topk_scope=cfg["topk_scope"], **dict(cfg.get("strategy_params") or {}),
+    )
+    return _levels(flat, priors)
+
+
+@torch.no_grad()
+def pgd_masks_per_image(adapter, head_outs, gt_boxes_list, gt_labels_list, cfg: dict) -> Masks:
+    """The reference: :func:`image_masks` looped over the images (same numbers as
+    :func:`pgd_masks`)."""
     featmap_sizes = [tuple(s.shape[-2:]) for s in head_outs[0]]
     device = head_outs[0][0].device
     priors = adapter.priors(featmap_sizes, device)
