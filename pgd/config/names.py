@@ -49,6 +49,10 @@ CROWDHUMAN_METRICS = ("MR", "JI", "AP_crowdhuman")
 OBJECTIVE_METRICS = (*COCO_METRICS, "MR", "JI", "latency_ms")
 #: every metric a trial reports (besides its ``train/<loss term>`` values)
 REPORTED_METRICS = (*COCO_METRICS, *CROWDHUMAN_METRICS, "latency_ms")
+#: prefixes of the per-epoch training metrics a trial reports besides those: the epoch's mean
+#: of each loss term, and the KD diagnostics (pgd/distill/diagnostics.py)
+TRAIN_PREFIX = "train/"
+DIAGNOSTIC_PREFIX = "kd/"
 
 # ----------------------------------------------------------------------------- analyses
 #: the paper's analyses (pgd.reporting.analyses): Fig. 2, Fig. 3, Fig. 5, Fig. 6, Table 9

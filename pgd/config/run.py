@@ -148,6 +148,8 @@ class DistillCommon(Strict):
     teacher_config: Optional[dict[str, Any]] = None  # an mmdet model dict replacing the registry config
     allow_random_teacher: bool = False  # tests/benchmarks only: no checkpoint needed
     inherit_teacher_neck_head: Optional[bool] = None  # null: true (same detector), false for ld
+    # KD diagnostics every N training iterations (pgd/distill/diagnostics.py); 0 = off; not for ld
+    diagnostics_interval: NonNegInt = D.KD_DIAGNOSTICS_INTERVAL
 
     @classmethod
     def _unknown_hint(cls, data: dict, unknown: list[str]) -> str:

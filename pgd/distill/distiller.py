@@ -22,6 +22,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from pgd.distill.adapters import make_adapter
+from pgd.distill.diagnostics import make_diagnostics
 from pgd.distill.masks import pgd_masks
 from pgd.distill.pgd_loss import PGDLoss
 from pgd.errors import ConfigError
@@ -65,6 +66,7 @@ class PGDDistiller(BaseDetector):
                     for lvl in range(len(self.distill.level_weights)):
                         align[f"{branch}_{lvl}"] = nn.Conv2d(cs, ct, 1)
             self.kd = PGDLoss(self.distill_cfg, align)
+        self.diagnostics = make_diagnostics(self.distill)  # None when distill.diagnostics_interval = 0
         self._renorm = self._renorm_params(student.get("data_preprocessor"), teacher.get("data_preprocessor"))
         self._register_state_dict_hook(_drop_teacher_keys)
         self._register_load_state_dict_pre_hook(self._keep_teacher_on_load)
@@ -183,7 +185,10 @@ class PGDDistiller(BaseDetector):
                               [g.labels for g in gts], self.distill_cfg)
             kd_losses = self.kd(s_feats, t_feats, masks)
         else:
+            masks = None
             kd_losses = self.kd(s_feats, t_feats, head_outs, batch_data_samples, self)
+        if self.diagnostics is not None and self.training:
+            self.diagnostics.step(self, losses, kd_losses, masks, t_feats, batch_data_samples)
         overlap = set(kd_losses) & set(losses)
         if overlap:
             raise ConfigError(f"distillation loss names clash with the detector's: {sorted(overlap)}")

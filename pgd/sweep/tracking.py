@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from pgd.config.names import REPORTED_METRICS
+from pgd.config.names import DIAGNOSTIC_PREFIX, REPORTED_METRICS, TRAIN_PREFIX
 from pgd.plan.checks import default_tracking_uri  # noqa: F401  (re-exported)
 
 TAG_SWEEP = "pgd.sweep_id"
@@ -29,7 +29,7 @@ TAG_LOGGED = "pgd.setup_logged"
 TEACHER_AP = "teacher_AP"  # metric of every KD run: its teacher's val AP; parent: teacher_AP.<model>  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
 METRIC_KEYS = REPORTED_METRICS
-METRIC_PREFIXES = ("train/",)
+METRIC_PREFIXES = (TRAIN_PREFIX, DIAGNOSTIC_PREFIX)
 
 
 def client(tracking_uri: str):

@@ -83,6 +83,8 @@ def build_config(
         ),
         custom_hooks=[dict(type="FiniteLossHook"), dict(type="EpochSummaryHook")]
         + ([dict(type="LatencyHook", num_images=run.latency_images)] if run.latency_images > 0 else [])
+        + ([dict(type="KDDiagnosticsHook")] if run.distill is not None and run.method != "ld"
+           and run.distill.diagnostics_interval > 0 else [])  # pgd/distill/diagnostics.py
         + list(extra_hooks or []),
         env_cfg=dict(
             cudnn_benchmark=False,
