@@ -33,6 +33,9 @@ STRATEGIES = ("box", "box_gauss", "centre", "quality", "topk_eq", "kde", "pgw")
 TOPK_SCOPES = ("inside", "all")
 #: distilled feature branches (paper Table 7)
 BRANCHES = ("neck", "cls", "reg")
+#: PGD weight presets (pgd.config.defaults.PGD_PRESET_ALPHA_SCALE; docs/studies/fgd-vs-pgd.md):
+#: paper = the released configs' weights; small = the smoke-scale setting's (tiny models, 160 px)
+PGD_PRESETS = ("paper", "small")
 
 # ----------------------------------------------------------------------------- data, runs
 DATA_KINDS = ("shapes", "coco", "crowdhuman")
