@@ -15,6 +15,7 @@ each detector when ``detector`` is a row key).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -343,15 +344,17 @@ _STAT_COLS = ("delta", "n_paired", "sd_diff", "ci_low", "ci_high", "p_t", "p_exa
 def _compare(table, members, rows, baseline, columns, alpha, correction, test, metric) -> dict:
     """Fill the delta columns in place; returns the footer notes gathered on the way."""
     notes = {"not_compared": [], "no_p": [], "mixed": [], "teacher": []}
-    for c in columns:
-        for s in _STAT_COLS:
-            table[f"{c}_{s}"] = math.nan
-        table[f"{c}_significant"] = False
-        table[f"{c}_partial"] = False  # fewer seeds shared than the row or its baseline has
-    table["baseline"] = None
-    table["compared"] = False
-    table["note"] = ""
-    table["teacher_flag"] = False
+    with warnings.catch_warnings():  # many columns (report.diagnostics): pandas warns, harmlessly
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        for c in columns:
+            for s in _STAT_COLS:
+                table[f"{c}_{s}"] = math.nan
+            table[f"{c}_significant"] = False
+            table[f"{c}_partial"] = False  # fewer seeds shared than the row or its baseline has
+        table["baseline"] = None
+        table["compared"] = False
+        table["note"] = ""
+        table["teacher_flag"] = False
     is_base = table.apply(lambda r: all(G.norm(r.get(k)) == G.norm(v) for k, v in baseline.items()), axis=1)
     for i, r in table.iterrows():
         varying = _varying_params(members[i])
