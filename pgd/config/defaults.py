@@ -21,6 +21,16 @@ PGD_DEFAULTS: dict[str, dict] = {
 }
 #: (detector, data kind) overrides of PGD_DEFAULTS
 PGD_DATA_OVERRIDES: dict[tuple[str, str], dict] = {("ddod", "crowdhuman"): dict(alpha=0.001)}
+#: KD diagnostics (pgd/distill/diagnostics.py): measured every this many training iterations
+#: (one backward pass per KD term + one, so ~2-10% extra time at the smoke scale's 48
+#: iterations per epoch, negligible at COCO's thousands); 0 = off
+KD_DIAGNOSTICS_INTERVAL = 50
+#: PGD weight presets (names.PGD_PRESETS): the factor on the detector's default alpha (beta
+#: and gamma follow alpha). paper: the released configs (COCO, R50/R101, 1333x800). small: the
+#: smoke-scale setting (atss_tiny <- atss_tiny, shapes at 160 px), where the default alpha puts
+#: ~20x the detection loss' gradient on the student and x1/4 was the best of x1/4, x1, x4 by
+#: +1.0 AP in each of 3 seeds (search_spaces/studies/loss-weight.yaml, docs/studies/fgd-vs-pgd.md)
+PGD_PRESET_ALPHA_SCALE = {"paper": 1.0, "small": 0.25}
 BETA_OVER_ALPHA = 0.5  # beta = alpha / 2
 GAMMA_OVER_ALPHA = 1.6  # gamma = 1.6 alpha
 DELTA = 8e-4  # attention weight

@@ -33,6 +33,9 @@ STRATEGIES = ("box", "box_gauss", "centre", "quality", "topk_eq", "kde", "pgw")
 TOPK_SCOPES = ("inside", "all")
 #: distilled feature branches (paper Table 7)
 BRANCHES = ("neck", "cls", "reg")
+#: PGD weight presets (pgd.config.defaults.PGD_PRESET_ALPHA_SCALE; docs/studies/fgd-vs-pgd.md):
+#: paper = the released configs' weights; small = the smoke-scale setting's (tiny models, 160 px)
+PGD_PRESETS = ("paper", "small")
 
 # ----------------------------------------------------------------------------- data, runs
 DATA_KINDS = ("shapes", "coco", "crowdhuman")
@@ -55,6 +58,10 @@ MASK_HEALTH_PREFIX = "mask/"
 #: the student-inheritance counts a trial reports: (result key, MLflow tag of the trial's run)
 INHERIT_RESULT_TAGS = (("inherit/copied", "pgd.inherit.copied"), ("inherit/skipped", "pgd.inherit.skipped"),
                        ("inherit/same_architecture", "pgd.inherit.same_architecture"))
+#: prefixes of the per-epoch training metrics a trial reports besides those: the epoch's mean
+#: of each loss term, and the KD diagnostics (pgd/distill/diagnostics.py)
+TRAIN_PREFIX = "train/"
+DIAGNOSTIC_PREFIX = "kd/"
 
 # ----------------------------------------------------------------------------- analyses
 #: the paper's analyses (pgd.reporting.analyses): Fig. 2, Fig. 3, Fig. 5, Fig. 6, Table 9

@@ -34,6 +34,7 @@ from pgd.config.names import (
     DATA_KINDS,
     DEVICES,
     KD_METHODS,
+    PGD_PRESETS,
     STRATEGIES,
     TOPK_SCOPES,
     model_names,
@@ -148,6 +149,8 @@ class DistillCommon(Strict):
     teacher_config: Optional[dict[str, Any]] = None  # an mmdet model dict replacing the registry config
     allow_random_teacher: bool = False  # tests/benchmarks only: no checkpoint needed
     inherit_teacher_neck_head: Optional[bool] = None  # null: true (same detector), false for ld
+    # KD diagnostics every N training iterations (pgd/distill/diagnostics.py); 0 = off; not for ld
+    diagnostics_interval: NonNegInt = D.KD_DIAGNOSTICS_INTERVAL
 
     @classmethod
     def _unknown_hint(cls, data: dict, unknown: list[str]) -> str:
@@ -179,7 +182,9 @@ class PGDDistill(DistillCommon):
 
     method: Literal["pgd"] = "pgd"
     strategy: Literal[STRATEGIES] = "pgw"  # foreground strategy (paper Table 5)
-    alpha: Optional[NonNegFloat] = None  # fg weight; null: per-detector default
+    # weight preset: paper (the released configs) | small (tiny detectors at 160 px: alpha x1/4)
+    preset: Literal[PGD_PRESETS] = "paper"
+    alpha: Optional[NonNegFloat] = None  # fg weight; null: per-detector default x the preset's scale
     beta: Optional[NonNegFloat] = None  # bg weight; null: alpha / 2
     gamma: Optional[NonNegFloat] = None  # reg feature weight; null: 1.6 alpha
     delta: NonNegFloat = D.DELTA  # attention weight
@@ -367,7 +372,7 @@ def resolve_distill(d: dict, detector: str, data_kind: str) -> dict:
     if method == "pgd":
         p = D.pgd_defaults(detector, data_kind)
         if d.get("alpha") is None:
-            d["alpha"] = p["alpha"]
+            d["alpha"] = p["alpha"] * D.PGD_PRESET_ALPHA_SCALE[d.get("preset", "paper")]
         if d.get("beta") is None:
             d["beta"] = d["alpha"] * D.BETA_OVER_ALPHA
         if d.get("gamma") is None:

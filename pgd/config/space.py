@@ -42,6 +42,7 @@ from pgd.config.names import (
     ANALYSIS_NAMES,
     ANALYSIS_RUNS,
     COCO_METRICS,
+    DIAGNOSTIC_PREFIX,
     MODES,
     OBJECTIVE_METRICS,
     REPORTED_METRICS,
@@ -49,6 +50,7 @@ from pgd.config.names import (
     SCHEDULERS,
     SEARCHERS,
     SWEEP_METHODS,
+    TRAIN_PREFIX,
     VIRTUAL_KEYS,
 )
 from pgd.errors import ConfigError
@@ -110,8 +112,21 @@ class ObjectiveSpec(Strict):
 class ReportSpec(Strict):
     rows: list[str] = ["detector", "method"]  # sweep keys grouping the runs into rows
     baseline: dict[str, Any] = {"method": "student"}  # the row every other row is compared with
-    columns: list[Literal[REPORTED_METRICS]] = list(COCO_METRICS)
+    # metrics shown: REPORTED_METRICS, or any train/<loss term> or kd/<diagnostic> a trial reports
+    columns: list[str] = list(COCO_METRICS)
+    # true: add every KD-diagnostics column the runs have (pgd/distill/diagnostics.py): the
+    # gradient ratios to the detection loss, the fg / bg position fractions per level
+    diagnostics: bool = False
     title: Optional[str] = None
+
+    @field_validator("columns")
+    @classmethod
+    def _known(cls, v):
+        bad = [c for c in v if c not in REPORTED_METRICS and not c.startswith((TRAIN_PREFIX, DIAGNOSTIC_PREFIX))]
+        if bad:
+            raise ValueError(f"unknown column(s) {bad}; valid: {', '.join(REPORTED_METRICS)}, or "
+                             f"{TRAIN_PREFIX}<loss term> / {DIAGNOSTIC_PREFIX}<diagnostic> (e.g. kd/ratio_kd)")
+        return v
 
 
 class AnalysisSpec(Strict):

@@ -20,6 +20,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from pgd.distill.adapters import make_adapter
+from pgd.distill.diagnostics import make_diagnostics
 from pgd.distill.health import MaskHealth, inherit_neck_head, same_architecture
 from pgd.distill.masks import pgd_masks
 from pgd.distill.pgd_loss import PGDLoss
@@ -75,6 +76,7 @@ class PGDDistiller(BaseDetector):
         self.mask_health = MaskHealth(self.distill.branches) if method == "pgd" else None
         self._same_arch = same_architecture(student, teacher)
         self.inherit_report = None  # set by init_weights when the student inherits
+        self.diagnostics = make_diagnostics(self.distill)  # None when distill.diagnostics_interval = 0
         self._renorm = self._renorm_params(student.get("data_preprocessor"), teacher.get("data_preprocessor"))
         self._register_state_dict_hook(_drop_teacher_keys)
         self._register_load_state_dict_pre_hook(self._keep_teacher_on_load)
@@ -185,7 +187,10 @@ class PGDDistiller(BaseDetector):
                 self.mask_health.observe_pgd(masks, self.t_adapter.priors(sizes, head_outs[0][0].device),
                                              [g.bboxes for g in gts])
         else:
+            masks = None
             kd_losses = self.kd(s_feats, t_feats, head_outs, batch_data_samples, self)
+        if self.diagnostics is not None and self.training:
+            self.diagnostics.step(self, losses, kd_losses, masks, t_feats, batch_data_samples)
         overlap = set(kd_losses) & set(losses)
         if overlap:
             raise ConfigError(f"distillation loss names clash with the detector's: {sorted(overlap)}")

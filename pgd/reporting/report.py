@@ -12,7 +12,14 @@ import yaml
 
 from pgd.reporting import stats as S
 from pgd.reporting.mlflow_ui import headline_metrics, record_location, save_sweep_view
-from pgd.reporting.tables import ALPHA, best_run, paper_table, runs_frame, write_outputs
+from pgd.reporting.tables import (
+    ALPHA,
+    best_run,
+    diagnostic_columns,
+    paper_table,
+    runs_frame,
+    write_outputs,
+)
 
 
 def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id: str | None,
@@ -22,7 +29,9 @@ def report_sweep(tracking_uri: str, spec, sweep_id: str | None, *, parent_run_id
     df = runs_frame(tracking_uri, spec.name, sweep_id)
     rep = spec.report
     # alpha / correction / test: report-section settings when the space schema has them
-    table = paper_table(df, list(rep.rows), dict(rep.baseline), list(rep.columns),
+    columns = list(rep.columns) + ([c for c in diagnostic_columns(df) if c not in rep.columns]
+                                   if getattr(rep, "diagnostics", False) else [])
+    table = paper_table(df, list(rep.rows), dict(rep.baseline), columns,
                         alpha=getattr(rep, "alpha", ALPHA), correction=getattr(rep, "correction", S.CORRECTION_HOLM),
                         test=getattr(rep, "test", S.TEST_T))
     title = rep.title or f"{spec.name}: {spec.description}".rstrip(": ")

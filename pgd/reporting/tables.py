@@ -15,11 +15,13 @@ each detector when ``detector`` is a row key).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from pgd.config.names import DIAGNOSTIC_PREFIX, TRAIN_PREFIX
 from pgd.errors import ConfigError
 from pgd.reporting import comparability as G
 from pgd.reporting import stats as S
@@ -32,6 +34,27 @@ TAG_DURATION, TAG_CPUS, TAG_GPUS = "pgd.duration_s", "pgd.cpus", "pgd.gpus"
 SEED = "param.seed"
 ALPHA = 0.05  # default significance level; the CI is the (1 - alpha) interval
 METRIC = "AP"  # the metric of the teacher check and the seed-count hint
+
+
+def _metric_name(key: str) -> str:
+    """A trial's reported name from MLflow's (``train.loss_cls`` -> ``train/loss_cls``, ``kd.ratio_kd``
+    -> ``kd/ratio_kd``; the driver logs ``/`` as ``.``)."""
+    for prefix in (TRAIN_PREFIX, DIAGNOSTIC_PREFIX):
+        dotted = prefix.replace("/", ".")
+        if key.startswith(dotted):
+            return prefix + key[len(dotted):]
+    return key
+
+
+def diagnostic_columns(df: pd.DataFrame) -> list[str]:
+    """The KD-diagnostics columns of a runs frame (``report.diagnostics: true``): the total KD
+    gradient ratio, each term's ratio, then the fg / bg position fractions per level."""
+    cols = [c for c in df.columns if isinstance(c, str) and c.startswith(DIAGNOSTIC_PREFIX)]
+    total = [c for c in cols if c == f"{DIAGNOSTIC_PREFIX}ratio_kd"]
+    terms = sorted(c for c in cols if c.startswith(f"{DIAGNOSTIC_PREFIX}ratio_") and c not in total)
+    fracs = sorted((c for c in cols if "_frac_p" in c),  # per level: fg, then bg
+                   key=lambda c: (c.split("_frac_p")[1], not c.startswith(f"{DIAGNOSTIC_PREFIX}fg")))
+    return total + terms + fracs
 
 
 def runs_frame(tracking_uri: str, experiment: str, sweep_id: str | None = None) -> pd.DataFrame:
@@ -51,7 +74,7 @@ def runs_frame(tracking_uri: str, experiment: str, sweep_id: str | None = None) 
     rows = []
     for r in runs:
         row = {f"param.{k}": v for k, v in r.data.params.items()}
-        row.update({k.replace(".", "/", 1) if k.startswith("train.") else k: v for k, v in r.data.metrics.items()})
+        row.update({_metric_name(k): v for k, v in r.data.metrics.items()})
         row.update({f"{G.TAG}{k}": v for k, v in r.data.tags.items() if k.startswith("pgd.")})
         row.update(run_id=r.info.run_id, status=r.info.status, role=r.data.tags.get(ROLE, "trial"),
                    run_name=r.info.run_name, error=r.data.tags.get("pgd.error"))
@@ -137,17 +160,18 @@ def _fmt_cell(r, c: str, n: int) -> str:
     mean, std, cn = r.get(f"{c}_mean"), r.get(f"{c}_std"), r.get(f"{c}_n")
     if _nan(mean):
         return "-"
-    s = f"{mean:.1f}"
+    f = ".1f" if c in COCO_COLUMNS else ".3g"  # diagnostics: ratios and fractions, 3 digits
+    s = format(mean, f)
     if not _nan(std):
-        s += f"±{std:.1f}"
+        s += "±" + format(std, f)
     if not _nan(cn) and int(cn) != n:
         s += f" [n={int(cn)}]"
     delta = r.get(f"{c}_delta")
     if not _nan(delta):
-        inner = f"{delta:+.1f}"
+        inner = format(delta, "+" + f)
         lo, hi = r.get(f"{c}_ci_low"), r.get(f"{c}_ci_high")
         if not _nan(lo):
-            inner += f" ±{(hi - lo) / 2:.1f}"
+            inner += " ±" + format((hi - lo) / 2, f)
         if r.get(f"{c}_partial"):
             inner += f", n={int(r.get(f'{c}_n_paired'))}"
         s += f" ({inner})" + ("*" if r.get(f"{c}_significant") else "")
@@ -320,15 +344,17 @@ _STAT_COLS = ("delta", "n_paired", "sd_diff", "ci_low", "ci_high", "p_t", "p_exa
 def _compare(table, members, rows, baseline, columns, alpha, correction, test, metric) -> dict:
     """Fill the delta columns in place; returns the footer notes gathered on the way."""
     notes = {"not_compared": [], "no_p": [], "mixed": [], "teacher": []}
-    for c in columns:
-        for s in _STAT_COLS:
-            table[f"{c}_{s}"] = math.nan
-        table[f"{c}_significant"] = False
-        table[f"{c}_partial"] = False  # fewer seeds shared than the row or its baseline has
-    table["baseline"] = None
-    table["compared"] = False
-    table["note"] = ""
-    table["teacher_flag"] = False
+    with warnings.catch_warnings():  # many columns (report.diagnostics): pandas warns, harmlessly
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        for c in columns:
+            for s in _STAT_COLS:
+                table[f"{c}_{s}"] = math.nan
+            table[f"{c}_significant"] = False
+            table[f"{c}_partial"] = False  # fewer seeds shared than the row or its baseline has
+        table["baseline"] = None
+        table["compared"] = False
+        table["note"] = ""
+        table["teacher_flag"] = False
     is_base = table.apply(lambda r: all(G.norm(r.get(k)) == G.norm(v) for k, v in baseline.items()), axis=1)
     for i, r in table.iterrows():
         varying = _varying_params(members[i])

@@ -39,6 +39,9 @@ class RayReportHook(Hook):
             report.update({f"train/{k}": float(v) for k, v in summary.last_losses.items()})
         report.update(MaskHealthHook.report(runner))  # mask health + inheritance (docs/health.md)
         rank0 = ray.train.get_context().get_world_rank() == 0
+        from pgd.distill.diagnostics import DIAGNOSTICS_INFO
+
+        report.update(runner.message_hub.get_info(DIAGNOSTICS_INFO) or {})  # kd/<name>, KD runs
         latency = runner.message_hub.get_info(LATENCY_INFO)  # LatencyHook ran before this hook
         if latency is not None:
             report["latency_ms"] = float(latency)  # Tune wants every objective in every report

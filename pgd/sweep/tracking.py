@@ -19,7 +19,13 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from pgd.config.names import INHERIT_RESULT_TAGS, MASK_HEALTH_PREFIX, REPORTED_METRICS
+from pgd.config.names import (
+    DIAGNOSTIC_PREFIX,
+    INHERIT_RESULT_TAGS,
+    MASK_HEALTH_PREFIX,
+    REPORTED_METRICS,
+    TRAIN_PREFIX,
+)
 from pgd.plan.checks import default_tracking_uri  # noqa: F401  (re-exported)
 
 TAG_SWEEP = "pgd.sweep_id"
@@ -30,7 +36,7 @@ TAG_LOGGED = "pgd.setup_logged"
 TEACHER_AP = "teacher_AP"  # metric of every KD run: its teacher's val AP; parent: teacher_AP.<model>  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
 METRIC_KEYS = REPORTED_METRICS
-METRIC_PREFIXES = ("train/", MASK_HEALTH_PREFIX)  # losses; mask health (docs/health.md)
+METRIC_PREFIXES = (TRAIN_PREFIX, MASK_HEALTH_PREFIX, DIAGNOSTIC_PREFIX)  # losses; mask health (docs/health.md); KD diagnostics
 
 
 _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime) -> digest: a file is hashed once per process

@@ -84,6 +84,8 @@ def build_config(
         custom_hooks=[dict(type="FiniteLossHook"), dict(type="EpochSummaryHook")]
         + ([dict(type="MaskHealthHook")] if run.distill is not None else [])  # docs/health.md
         + ([dict(type="LatencyHook", num_images=run.latency_images)] if run.latency_images > 0 else [])
+        + ([dict(type="KDDiagnosticsHook")] if run.distill is not None and run.method != "ld"
+           and run.distill.diagnostics_interval > 0 else [])  # pgd/distill/diagnostics.py
         + list(extra_hooks or []),
         env_cfg=dict(
             cudnn_benchmark=False,
