@@ -90,7 +90,9 @@ def test_child_runs_readable_with_dataset_source_and_files(rec):
         assert [a.path for a in c.list_artifacts(run.info.run_id, "logs")] == ["logs/20260101_000000.log"]
         txt = Path(c.download_artifacts(run.info.run_id, "checkpoint.txt", str(Path(t.run.work_dir)))).read_text()
         assert txt.strip() == str(Path(t.run.work_dir) / "epoch_3.pth")
-        assert [m.step for m in c.get_metric_history(run.info.run_id, "AP")][:3] == [1, 2, 3]
+        # one point per epoch: the closing report does not repeat its epoch's values
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "AP")] == [1, 2, 3]
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "AP50")] == [3]
     assert names == {"student seed=0", "student seed=1", "pgd seed=0", "pgd seed=1"}
 
 
@@ -163,3 +165,30 @@ def test_system_metrics_off_with_the_reason(monkeypatch):
         assert "psutil is not installed" in unavailable({"uri": "sqlite:///x"}, {})
     with trial_system_metrics(None, "t000") as reason:
         assert reason
+
+
+def test_restarted_trial_does_not_duplicate_history(rec):
+    """A driver restored after ``ray job stop`` gets its finished trial's reports again (Tune
+    restarts a trial whose end it had not saved): a fresh callback, as in the new driver, finds
+    the run by its plan key and logs nothing already there; a new epoch is still logged."""
+    from types import SimpleNamespace
+
+    from pgd.sweep import tracking as T
+
+    c = _client(rec)
+    plan = rec["plan"]
+    t = plan.trials[0]
+    rid = rec["runs"][t.key]
+    before = {k: [(m.step, m.value) for m in c.get_metric_history(rid, k)] for k in ("AP", "AP50")}
+    cb = T.MLflowSweepCallback(rec["uri"], rec["experiment_id"], rec["parent_run_id"], plan.sweep_id)
+    trial = SimpleNamespace(config={"trial": t.dump()}, trial_id="restored_00000", status="RUNNING",
+                            error_file=None)
+    cb.on_trial_start(0, [], trial)
+    assert cb.run_id(trial) == rid
+    for e in (2, 3):
+        cb.on_trial_result(0, [], trial, {"epoch": e, "AP": 99.0})
+    cb.on_trial_result(0, [], trial, {"epoch": 3, "final": 1, "AP": 99.0, "AP50": 99.0})
+    after = {k: [(m.step, m.value) for m in c.get_metric_history(rid, k)] for k in ("AP", "AP50")}
+    assert after == before
+    cb.on_trial_result(0, [], trial, {"epoch": 4, "AP": 50.0})  # a later epoch is new: logged
+    assert [m.step for m in c.get_metric_history(rid, "AP")] == [1, 2, 3, 4]

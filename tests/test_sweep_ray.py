@@ -223,6 +223,50 @@ def test_ddp_trials_and_resume_after_killing_the_driver(home, tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
+def test_inline_trial_resumes_from_its_checkpoint_after_killing_the_driver(home, tmp_path):
+    """A one-worker trial trains in its Tune trial process (``resources.inline_single_worker``,
+    the default): it reports every epoch with a checkpoint to Tune itself, so a driver killed
+    mid-trial (SIGKILL, with its local Ray cluster) and rerun resumes the trial from its last
+    checkpoint: epoch 1 is not trained again, and MLflow keeps one AP point per epoch."""
+    base = textwrap.dedent(BASE).replace("epochs: 2", "epochs: 4").replace("lr_steps: [2]", "lr_steps: [4]")
+    p = tmp_path / "inl.yaml"
+    p.write_text("name: inl\n" + base.replace("latency_images: 2", "latency_images: 0") + textwrap.dedent("""
+        grid:
+          method: [student]
+        seeds: [0]
+        resources: {workers_per_trial: 1, cpus_per_worker: 1, trial_driver_cpus: 0.125}
+    """))
+    log1 = tmp_path / "driver1.log"
+    proc = _driver(p, home, log1)
+    deadline = time.time() + 420
+    work = None
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(1)
+        found = list((home / "sweeps").glob("inl-*/trials/t000/work/metrics.jsonl"))
+        ckpts = list((home / "sweeps").glob("inl-*/tune/trials/*/checkpoint_*"))
+        if found and ckpts and '"val"' in found[0].read_text():
+            work = found[0].parent
+            break
+    assert work is not None, log1.read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / "metrics.json").exists()  # killed before the trial's end
+    log2 = tmp_path / "driver2.log"
+    proc2 = _driver(p, home, log2)
+    assert proc2.wait(timeout=600) == 0, log2.read_text()[-3000:]
+    assert "restoring trial tuner" in log2.read_text()
+    events = [ln for ln in (work / "metrics.jsonl").read_text().splitlines() if '"train_epoch"' in ln]
+    trained = [int(ln.split('"epoch": ')[1].split(",")[0]) for ln in events]
+    assert trained.count(1) == 1 and sorted(set(trained)) == [1, 2, 3, 4], trained  # resumed, not restarted
+    runs = [r for r in mlflow_runs(home, "inl") if r.data.tags.get("pgd.role") == "trial"]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["pgd.world_size"] == "1"
+    from mlflow.tracking import MlflowClient
+
+    hist = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_metric_history(runs[0].info.run_id, "AP")
+    assert sorted(m.step for m in hist) == [1, 2, 3, 4]
+
+
 def test_optuna_multi_objective_with_persistent_study(home, tmp_path):
     """Optuna (TPE) over a conditional space, two objectives (AP up, latency down), the study
     persisted in the sweep folder."""

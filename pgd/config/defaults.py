@@ -48,6 +48,11 @@ WORKER_START_TIMEOUT_S = 1800.0
 #: seconds the trial watchdog waits, after Ray Train's controller reported a terminal error (or
 #: after the start-up timeout passed with no worker group), for ``trainer.fit()`` to return
 WATCHDOG_GRACE_S = 30.0
+#: a trial with one worker trains inside its own Tune trial process (``resources.inline_single_worker``)
+#: instead of starting a Ray Train controller and a one-worker group: two processes, their
+#: imports and a process group less per trial (docs/performance.md, "Trial overhead"). Same
+#: training (one process, no DDP, the same seed), same reports and checkpoints.
+INLINE_SINGLE_WORKER = True
 
 
 def pgd_defaults(detector: str, data_kind: str = "coco") -> dict:

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from pgd.config.base import NonNegFloat, PosFloat, PosInt, Strict
-from pgd.config.defaults import WORKER_START_TIMEOUT_S
+from pgd.config.defaults import INLINE_SINGLE_WORKER, WORKER_START_TIMEOUT_S
 from pgd.config.loading import load_yaml, register_union_tags, validate
 from pgd.config.names import (
     ANALYSIS_NAMES,
@@ -68,6 +68,8 @@ class ResourcesSpec(Strict):
     num_cpus: Optional[PosInt] = None  # size of the local cluster (laptop); null: all cores
     #: how long a trial's worker group may wait for its resources (busy or autoscaling cluster)
     start_timeout_s: PosFloat = WORKER_START_TIMEOUT_S
+    #: a one-worker trial trains in its Tune process, without Ray Train (false: always Ray Train)
+    inline_single_worker: bool = INLINE_SINGLE_WORKER
 
     @field_validator("gpus_per_worker")
     @classmethod
@@ -75,6 +77,10 @@ class ResourcesSpec(Strict):
         if v > 1 and not float(v).is_integer():
             raise ValueError(f"must be <= 1 or a whole number, got {v}")
         return v
+
+    def inline(self) -> bool:
+        """Whether a trial trains in its own Tune process (one worker, ``inline_single_worker``)."""
+        return self.workers_per_trial == 1 and self.inline_single_worker
 
     def trial_cpus(self) -> float:
         return self.trial_driver_cpus + self.workers_per_trial * self.cpus_per_worker

@@ -85,10 +85,12 @@ def _tuner(plan: SweepPlan, ctx, name, param_space, conc, callbacks, role, resou
     from pgd.sweep.console import ConsoleCallback
 
     callbacks = [*callbacks, ConsoleCallback(plan.sweep_dir, role)]
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, ctx=ctx),
-        resources=tune.PlacementGroupFactory([{"CPU": resources.trial_driver_cpus}]),
-    )
+    if resources.inline():  # the trial process trains: it holds the worker's share too
+        bundle = {"CPU": resources.trial_cpus(), **({"GPU": resources.trial_gpus()} if resources.trial_gpus() else {})}
+    else:  # the Tune function only drives a Ray Train worker group, which holds its own
+        bundle = {"CPU": resources.trial_driver_cpus}
+    trainable = tune.with_resources(tune.with_parameters(trial_fn, ctx=ctx),
+                                    resources=tune.PlacementGroupFactory([bundle]))
     storage = Path(plan.sweep_dir) / "tune"
     path = storage / name
     if tune.Tuner.can_restore(str(path)):  # the saved searcher, scheduler and callbacks come back
@@ -128,7 +130,8 @@ def _tuner(plan: SweepPlan, ctx, name, param_space, conc, callbacks, role, resou
                                   num_samples=num_samples, max_concurrent_trials=conc.max_concurrent,
                                   reuse_actors=False)
     run_config = tune.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks,
-                                failure_config=tune.FailureConfig(max_failures=0), verbose=0)
+                                failure_config=tune.FailureConfig(max_failures=0), verbose=0,
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 

@@ -33,6 +33,11 @@ TAG_TRIAL = "pgd.trial_id"
 TAG_ROLE = "pgd.role"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_LOGGED = "pgd.setup_logged"
+# The last epoch whose metrics are in the run, and whether its closing report was logged: a trial
+# that Tune restarts after the driver died (``ray job stop``, a lost head) re-reports epochs
+# it had already reported; these two tags keep the run's history one point per epoch.
+TAG_LOGGED_EPOCH = "pgd.logged_epoch"
+TAG_FINAL_EPOCH = "pgd.final_epoch"
 TEACHER_AP = "teacher_AP"  # metric of every KD run: its teacher's val AP; parent: teacher_AP.<model>  # params + resolved config are in (a run may be created then killed)
 # what a trial reports that is a real metric (Ray adds timestamps, pids, iteration counters...)
 METRIC_KEYS = REPORTED_METRICS
@@ -226,6 +231,8 @@ class MLflowSweepCallback(Callback):
         self._client = None
         self._runs: dict[str, str] = {}
         self._started: dict[str, float] = {}
+        self._logged: dict[str, tuple[int, bool]] = {}  # Tune trial id -> (last epoch logged, final logged)
+        self._keys_at: dict[str, tuple[int, set]] = {}  # Tune trial id -> (epoch, metric keys logged at it)
 
     def __getstate__(self):  # Tune pickles callbacks with its experiment state
         state = dict(self.__dict__)
@@ -250,6 +257,8 @@ class MLflowSweepCallback(Callback):
         name, params, resolved, tags = describe_trial(plan)
         if existing is not None:
             rid = existing.info.run_id
+            tags_now = existing.data.tags
+            self._logged[tid] = (int(tags_now.get(TAG_LOGGED_EPOCH, -1)), TAG_FINAL_EPOCH in tags_now)
             if existing.info.status != "RUNNING":
                 self.client.update_run(rid, status="RUNNING")
             complete = existing.data.tags.get(TAG_LOGGED) == "1"
@@ -288,14 +297,25 @@ class MLflowSweepCallback(Callback):
         from mlflow.entities import Metric
 
         rid = self.run_id(trial)
+        tid = trial.trial_id
         step = int(result.get("epoch", 0) or 0)
-        now = int(time.time() * 1000)
-        metrics = [Metric(k.replace("/", "."), float(v), now, step)
-                   for k, v in result.items() if is_metric(k, v) and _finite(float(v))]
-        if metrics:
-            self.client.log_batch(rid, metrics=metrics)
-        if result.get("final"):
-            self.client.set_tag(rid, "pgd.final_epoch", step)
+        final = bool(result.get("final"))
+        last, final_done = self._logged.get(tid, (-1, False))
+        # a restarted trial re-reports what the run already holds: log each epoch once
+        fresh = step > last or (final and not final_done and step == last)
+        if fresh:
+            now = int(time.time() * 1000)
+            at, seen = self._keys_at.get(tid, (None, set()))
+            seen = seen if at == step else set()  # the closing report repeats its epoch's values
+            metrics = [Metric(k.replace("/", "."), float(v), now, step) for k, v in result.items()
+                       if is_metric(k, v) and _finite(float(v)) and k.replace("/", ".") not in seen]
+            if metrics:
+                self.client.log_batch(rid, metrics=metrics)
+            self._keys_at[tid] = (step, seen | {m.key for m in metrics})
+            self.client.set_tag(rid, TAG_LOGGED_EPOCH, str(step))
+            self._logged[tid] = (step, final_done or final)
+            if final:
+                self.client.set_tag(rid, TAG_FINAL_EPOCH, step)
         for tag, value in health_tags(result).items():  # student inheritance (docs/health.md)
             self.client.set_tag(rid, tag, value)
         for key, tag in (("checkpoint_path", "pgd.checkpoint"), ("best_checkpoint", "pgd.best_checkpoint"),

@@ -55,10 +55,17 @@ def trial_plan(config: dict) -> TrialPlan:
 
 
 def trial_fn(config: dict, ctx: SweepContext) -> None:
-    """The Tune trainable (function API)."""
+    """The Tune trainable (function API): one worker trains here, several under Ray Train."""
+    trial = trial_plan(config)
+    if trial.resources.inline():  # no Ray Train controller or worker group (docs/performance.md)
+        if not ctx.verbose:
+            from pgd.sweep.console import redirect_output
+
+            redirect_output(ctx.sweep_dir, f"{trial.key}-rank0")
+        train_inline(trial, ctx)
+        return
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial = trial_plan(config)
     if not ctx.verbose:
         from pgd.sweep.console import redirect_output
 
@@ -116,43 +123,66 @@ def run_trial(trial: TrialPlan, ctx: SweepContext, callbacks: list | None = None
 
 def train_worker(cfg: dict) -> None:
     """Runs in every Ray Train worker: the platform's training pipeline, reporting to Ray."""
-    import ray
     import ray.train
-    import torch
 
-    os.environ["PGD_HOME"] = cfg["home"]
     trial = TrialPlan.model_validate(cfg["trial"])
+    ctx = ray.train.get_context()
     if not cfg.get("verbose", True):
         from pgd.sweep.console import redirect_output
 
-        redirect_output(cfg["sweep_dir"], f"{trial.key}-rank{ray.train.get_context().get_world_rank()}")
+        redirect_output(cfg["sweep_dir"], f"{trial.key}-rank{ctx.get_world_rank()}")
+    world = ctx.get_world_size()
+    _train_and_report(trial, cfg["home"], cfg.get("tracking"), rank=ctx.get_world_rank(), world=world,
+                      sample_system=ctx.get_local_rank() == 0,
+                      node_tag=None if ctx.get_local_world_size() == world else f"node{ctx.get_node_rank()}",
+                      checkpoint=ray.train.get_checkpoint(), report=ray.train.report)
+
+
+def train_inline(trial: TrialPlan, ctx: SweepContext) -> None:
+    """A one-worker trial in its Tune trial process: the same pipeline as ``train_worker``,
+    reporting to Tune directly (``ray.tune.report``; the checkpoints and the resume are Tune's)."""
+    from ray import tune
+
+    from pgd.sweep import ray_hook
+
+    ray_hook.use_tune_session()
+    _train_and_report(trial, ctx.home, ctx.tracking, rank=0, world=1, sample_system=True, node_tag=None,
+                      checkpoint=tune.get_checkpoint(), report=tune.report)
+
+
+def _train_and_report(trial: TrialPlan, home: str, tracking: dict | None, *, rank: int, world: int,
+                      sample_system: bool, node_tag: str | None, checkpoint, report) -> None:
+    """Train ``trial`` (resuming from ``checkpoint`` when given) and send the closing report."""
+    import ray
+    import torch
+
+    os.environ["PGD_HOME"] = home
     threads = max(1, round(trial.resources.cpus_per_worker))  # Ray's CPUs are logical: match them
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if torch.cuda.is_available():
-        import ray.train.torch
+        if world > 1:
+            import ray.train.torch
 
-        torch.cuda.set_device(ray.train.torch.get_device())
+            torch.cuda.set_device(ray.train.torch.get_device())
+        else:  # the trial process sees only the GPU(s) Ray gave it
+            torch.cuda.set_device(0)
     import pgd.sweep.ray_hook  # noqa: F401  (registers RayReportHook)
     from pgd.training.trainer import train
 
-    ctx = ray.train.get_context()
-    world = ctx.get_world_size()
     run = trial.run
     work_dir = Path(run.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     resume_from = None
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             src = Path(d) / "checkpoint.pth"
             if src.is_file():
-                resume_from = str(work_dir / f"ray_resume_rank{ctx.get_world_rank()}.pth")
+                resume_from = str(work_dir / f"ray_resume_rank{rank}.pth")
                 shutil.copy2(src, resume_from)
     from pgd.sweep.system_metrics import trial_system_metrics
 
-    sampler = trial_system_metrics(cfg.get("tracking") if ctx.get_local_rank() == 0 else None, trial.key,
-                                   node_id=None if ctx.get_local_world_size() == world else f"node{ctx.get_node_rank()}")
+    sampler = trial_system_metrics(tracking if sample_system else None, trial.key, node_id=node_tag)
     with sampler:  # MLflow system metrics into the trial's run (pgd/sweep/system_metrics.py)
         result = train(run, launcher="pytorch" if world > 1 else "none", world_size=world,
                        extra_hooks=[dict(type="RayReportHook")], resume_from=resume_from)
@@ -163,9 +193,9 @@ def train_worker(cfg: dict) -> None:
     final["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     final["world_size"] = world
     final["node_id"] = ray.get_runtime_context().get_node_id()  # where rank 0 trained (MLflow tag)
-    if ctx.get_world_rank() == 0 and trial.publish_dir:
+    if rank == 0 and trial.publish_dir:
         _publish_teacher(result, work_dir, Path(trial.publish_dir))
-    ray.train.report(final)
+    report(final)
 
 
 def _publish_teacher(result: dict, work_dir: Path, out: Path) -> None:
