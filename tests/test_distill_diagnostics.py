@@ -96,6 +96,23 @@ def test_interval_zero_is_off_and_the_interval_is_kept():
     assert [diag.due() for _ in range(5)] == [True, False, True, False, True]  # iterations 0..4
 
 
+def test_first_iteration_of_every_epoch_is_measured():
+    """Epochs shorter than the interval still get a value: the hook flags each epoch's start."""
+    from types import SimpleNamespace
+
+    from pgd.distill.diagnostics import KDDiagnosticsHook
+
+    diag = KDDiagnostics(200)
+    runner = SimpleNamespace(model=SimpleNamespace(diagnostics=diag))
+    seen = []
+    for _epoch in range(3):  # 48 iterations per epoch, as the smoke scale
+        KDDiagnosticsHook().before_train_epoch(runner)
+        seen.append(sum(diag.due() for _ in range(48)))
+    assert seen == [1, 1, 1]  # iteration 0 (also a multiple of 200), then 48 and 96: epoch starts
+    diag = KDDiagnostics(200)
+    assert sum(diag.due() for _ in range(401)) == 3  # no epoch flag: iterations 0, 200, 400
+
+
 def test_default_interval_is_documented_and_resolved():
     from pgd.config import defaults as D
     from pgd.config.run import parse_run, resolve_run

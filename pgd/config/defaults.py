@@ -21,10 +21,12 @@ PGD_DEFAULTS: dict[str, dict] = {
 }
 #: (detector, data kind) overrides of PGD_DEFAULTS
 PGD_DATA_OVERRIDES: dict[tuple[str, str], dict] = {("ddod", "crowdhuman"): dict(alpha=0.001)}
-#: KD diagnostics (pgd/distill/diagnostics.py): measured every this many training iterations
-#: (one backward pass per KD term + one, so ~2-10% extra time at the smoke scale's 48
-#: iterations per epoch, negligible at COCO's thousands); 0 = off
-KD_DIAGNOSTICS_INTERVAL = 50
+#: KD diagnostics (pgd/distill/diagnostics.py): measured every this many training iterations and
+#: on the first iteration of each epoch; 0 = off. A measured step costs about 3 plain PGD steps
+#: (one backward pass per KD term + one for the detection loss), so the interval sets the cost
+#: at any scale: ~2 / interval of the training time (+4.0 % at 50 measured on the tiny pair,
+#: bench/distill_step.py --diagnostics; ~1 % at 200, plus one step per epoch)
+KD_DIAGNOSTICS_INTERVAL = 200
 #: PGD weight presets (names.PGD_PRESETS): the factor on the detector's default alpha (beta
 #: and gamma follow alpha). paper: the released configs (COCO, R50/R101, 1333x800). small: the
 #: smoke-scale setting (atss_tiny <- atss_tiny, shapes at 160 px), where the default alpha puts

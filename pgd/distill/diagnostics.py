@@ -1,7 +1,8 @@
 """KD diagnostics (issue 12): how strong each distillation term's signal is, per epoch.
 
-Every ``distill.diagnostics_interval`` training iterations (0 = off; default
-:data:`pgd.config.defaults.KD_DIAGNOSTICS_INTERVAL`) :class:`KDDiagnostics` measures, on the
+Every ``distill.diagnostics_interval`` training iterations and on the first iteration of every
+epoch (interval 0 = off; default :data:`pgd.config.defaults.KD_DIAGNOSTICS_INTERVAL`)
+:class:`KDDiagnostics` measures, on the
 student detector's own parameters ``theta`` (backbone, neck, head: not the distiller's align /
 adapt convs or FGD's GcBlocks, which the detection loss never reaches):
 
@@ -108,6 +109,7 @@ class KDDiagnostics:
 
     def __init__(self, interval: int):
         self.interval = int(interval)
+        self.epoch_start = False  # set before each train epoch: its first iteration is measured
         self._forwards = 0
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
@@ -119,10 +121,13 @@ class KDDiagnostics:
         return self._forwards if it is None else int(it)
 
     def due(self) -> bool:
-        """Whether this training iteration is measured (counts the call outside a Runner)."""
+        """Whether this training iteration is measured: every ``interval``-th iteration and the
+        first of every epoch, so each epoch has a value whatever its length (counts the call
+        outside a Runner)."""
         it = self._iteration()
         self._forwards += 1
-        return self.interval > 0 and it % self.interval == 0
+        first, self.epoch_start = self.epoch_start, False
+        return self.interval > 0 and (first or it % self.interval == 0)
 
     def step(self, distiller, det_losses: dict, kd_losses: dict, masks, t_feats, samples) -> None:
         """Called by ``PGDDistiller.loss`` in training with the student's and the KD losses."""
@@ -158,6 +163,11 @@ class KDDiagnosticsHook(Hook):
     (:data:`DIAGNOSTICS_INFO`), logged once per epoch; nothing for a model without them."""
 
     priority = "LOW"
+
+    def before_train_epoch(self, runner):
+        diag = getattr(getattr(runner.model, "module", runner.model), "diagnostics", None)
+        if diag is not None:
+            diag.epoch_start = True
 
     def after_train_epoch(self, runner):
         model = getattr(runner.model, "module", runner.model)
