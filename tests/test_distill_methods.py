@@ -79,3 +79,31 @@ def test_a_toy_method_trains_through_the_same_path(monkeypatch):
     assert diag["kd/ratio_loss_defeat_mse"] > 0 and "kd/fg_frac_p3" not in diag  # no fg / bg split
     assert m.mask_health is None
     assert not any(k.startswith("teacher.") for k in m.state_dict())
+
+
+def test_every_pgd_key_reaches_the_core_parameters():
+    """A PGD config key that no parameter object takes would be silently ignored: every key of
+    PGDDistill (but the ones resolve_run folds into others) is a field of PGDMaskParams or
+    PGDLossParams, and PGD.from_config copies each value."""
+    from dataclasses import fields
+
+    from pgd.config.run import PGDDistill, StrategyParams, parse_run, resolve_run
+    from pgd.core.pgd_method import PGDLossParams, PGDMaskParams
+    from pgd.detectors import model_config
+    from pgd.distill.methods import MethodContext, method_class
+
+    folded = {"method", "preset", "k", "strategy_params"}  # preset -> alpha, k -> k_cls / k_reg
+    keys = set(PGDDistill.model_fields) - set(DistillCommon.model_fields) - folded
+    core = {f.name for f in fields(PGDMaskParams)} | {f.name for f in fields(PGDLossParams)}
+    assert keys | set(StrategyParams.model_fields) == core
+    d = resolve_run(parse_run(dict(model="atss_tiny", distill=dict(
+        teacher="atss_tiny", allow_random_teacher=True, strategy="box_gauss", alpha=0.3, k=5, xi_reg=0.4,
+        branches=["neck", "reg"], topk_scope="all", strategy_params=dict(box_gauss_sigma=0.25))))).distill
+    cfg = model_config("atss_tiny", 6)
+    pgd = method_class("pgd").from_config(d, MethodContext("atss", cfg, cfg))
+    got = {**vars(pgd.mask_params), **vars(pgd.loss_params)}
+    want = {**d.model_dump(), **d.strategy_params.model_dump()}
+    for key in core:
+        value = want[key]
+        assert got[key] == (tuple(value) if isinstance(value, list) else value), key
+    assert (got["alpha"], got["beta"], got["k_cls"], got["box_gauss_sigma"]) == (0.3, 0.15, 5, 0.25)
