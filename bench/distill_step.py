@@ -10,10 +10,10 @@
 The ratio - 1 is what the distillation adds: masks (quality, PGW), attention and losses, the
 hooks, plus the distiller's teacher input handling. ``--compare`` also times, alternating
 in the same process, the reference path (per-image masks ``pgd_masks_per_image`` and
-per-level losses ``PGDLoss.forward_per_level``), so both overheads come from one run.
+per-level losses, ``PGD.reference``), so both overheads come from one run.
 ``--diagnostics`` also times a step that measures the KD diagnostics (one backward per KD term
 and one for the detection loss, ``pgd.distill.diagnostics``) and prints their cost amortised
-over ``distill.diagnostics_interval`` steps (default 50); the other variants run with the
+over ``distill.diagnostics_interval`` steps (the default); the other variants run with the
 diagnostics off, so the overhead column is the method's own.
 Target (issue 14): <= 5 % on the tiny pair, <= 3 % for r101 -> r50.
 """
@@ -35,8 +35,6 @@ PAIRS = {
 
 
 def bench_pair(student_name, teacher_name, size, repeat, n_img, compare=False, diagnostics=False):
-    import pgd.distill.distiller as dd
-    from pgd.distill.masks import pgd_masks, pgd_masks_per_image
     from pgd.testing import build_distiller, synthetic_batch
 
     dist = build_distiller(student_name, teacher_name, 80)
@@ -60,12 +58,11 @@ def bench_pair(student_name, teacher_name, size, repeat, n_img, compare=False, d
         opt.step()
 
     def reference_step():  # the per-image masks and per-level losses
-        dd.pgd_masks, dist.kd.forward = pgd_masks_per_image, dist.kd.forward_per_level
+        dist.kd.reference = True
         try:
             distill_step()
         finally:
-            dd.pgd_masks = pgd_masks
-            del dist.kd.forward
+            dist.kd.reference = False
 
     def baseline_step():
         opt.zero_grad()

@@ -6,7 +6,7 @@ a ``record_function`` range by this script, nothing changed in the package).
     python bench/profile_step.py [--steps 10] [--threads 1] [--path batched|per_image]
 
 ``--path per_image`` profiles the reference per-image masks and per-level losses
-(``pgd.distill.masks.pgd_masks_per_image`` / ``PGDLoss.forward_per_level``).
+(``PGD.reference``).
 """
 
 from __future__ import annotations
@@ -21,18 +21,22 @@ from pgd.testing import total_loss
 
 #: (module, attribute) pairs wrapped in a profiler range named after them
 WRAPPED = [
-    ("pgd.distill.distiller", "pgd_masks"),
-    ("pgd.distill.masks", "image_masks"),
-    ("pgd.distill.masks", "quality_score"),
-    ("pgd.distill.masks", "box_iou_pairs"),
-    ("pgd.distill.masks", "foreground_weights"),
-    ("pgd.distill.masks", "level_normalize"),
-    ("pgd.distill.masks", "background_mask"),
-    ("pgd.distill.masks", "inside_mask"),
-    ("pgd.distill.masks", "batch_masks"),
-    ("pgd.distill.pgd_loss", "pgd_cls_loss_terms"),
-    ("pgd.distill.pgd_loss", "pgd_reg_loss_terms"),
-    ("pgd.distill.pgd_loss", "pgd_losses_levels"),
+    ("pgd.distill.methods.pgd", "batch_pgd_masks"),
+    ("pgd.distill.methods.pgd", "per_image_pgd_masks"),
+    ("pgd.distill.methods.pgd", "pgd_feature_losses"),
+    ("pgd.distill.methods.pgd", "pgd_feature_losses_per_level"),
+    ("pgd.core.pgd_method", "image_masks"),
+    ("pgd.core.pgd_method", "quality_score"),
+    ("pgd.core.pgd_method", "box_iou_pairs"),
+    ("pgd.core.pgd_method", "foreground_weights"),
+    ("pgd.core.pgd_method", "level_normalize"),
+    ("pgd.core.pgd_method", "background_mask"),
+    ("pgd.core.pgd_method", "inside_mask"),
+    ("pgd.core.pgd_method", "batch_masks"),
+    ("pgd.core.pgd_method", "pgd_cls_loss_terms"),
+    ("pgd.core.pgd_method", "pgd_reg_loss_terms"),
+    ("pgd.core.pgd_method", "pgd_cls_loss_levels"),
+    ("pgd.core.pgd_method", "pgd_reg_loss_levels"),
 ]
 
 
@@ -78,11 +82,7 @@ def main(argv=None):
     torch.manual_seed(0)
     dist = build_distiller("atss_tiny", "atss_tiny", 80)
     if args.path == "per_image":
-        import pgd.distill.distiller as dd
-        import pgd.distill.masks as dm
-
-        dd.pgd_masks = dm.pgd_masks_per_image
-        dist.kd.forward = dist.kd.forward_per_level
+        dist.kd.reference = True  # per-image masks, per-level losses
     instrument(dist)
     data = synthetic_batch(dist, args.images, 160, 160, boxes_per_image=8, num_classes=80)
     opt = torch.optim.SGD([p for p in dist.parameters() if p.requires_grad], lr=1e-4)

@@ -24,6 +24,24 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(scope="module")
+def scope():
+    """mmdet's registry scope with the platform's registrations (``pgd.integration``). Opt-in
+    (``pytestmark = pytest.mark.usefixtures("scope")``): pure-torch tests never import mmdet."""
+    import pgd.integration
+
+    pgd.integration.init_scope()
+
+
+@pytest.fixture
+def fresh_message_hub(request):
+    """A MessageHub of our own, so no Runner of another test leaves an ``iter`` behind (opt-in,
+    like :func:`scope`)."""
+    from mmengine.logging import MessageHub
+
+    return MessageHub.get_instance(f"pgd-test-{request.node.name}")
+
+
 @pytest.fixture(scope="session")
 def coco_tiny() -> Path:
     """The 80+80 real COCO images beside the checkout; skipped cleanly when absent."""

@@ -33,7 +33,7 @@ def _random_detector(det: str, num_classes: int = 6):
 @pytest.mark.parametrize("det", DETECTORS)
 def test_mask_out_hook_for_every_head(det):
     from pgd.distill.maskout import HeadMaskOut
-    from pgd.distill.masks import pgd_masks
+    from pgd.distill.masks import PGDMaskParams, pgd_masks
     from pgd.testing import synthetic_batch
 
     model = _random_detector(det)
@@ -53,8 +53,8 @@ def test_mask_out_hook_for_every_head(det):
         quality = mo.image_quality(outs, priors, [g.bboxes for g in gts], [g.labels for g in gts])
         # the same q as the distillation masks / Fig. 2 (max over the boxes holding the location)
         masks = pgd_masks(mo.adapter, outs, [g.bboxes for g in gts], [g.labels for g in gts],
-                          dict(strategy="pgw", xi_cls=0.8, xi_reg=0.6, k_cls=9, k_reg=9,
-                               topk_scope="inside", strategy_params={}))
+                          PGDMaskParams(strategy="pgw", xi_cls=0.8, xi_reg=0.6, k_cls=9, k_reg=9,
+                                        topk_scope="inside"))
         for n, iq in enumerate(quality):
             flat = torch.cat([m[n].flatten() for m in masks.quality_cls])
             assert torch.allclose((iq.quality * iq.inside).amax(dim=1), flat, atol=1e-6)

@@ -1,5 +1,5 @@
 """The batched masks (pgd.core.masks.batch_masks) equal the per-image reference
-(pgd.distill.masks.image_masks) on random batches with varying box counts, incl. zero."""
+(pgd.core.pgd_method.image_masks) on random batches with varying box counts, incl. zero."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _case(seed, counts, na, C=5):
 
 
 def _compare(pr, probs, boxes, gts, labs, cfg):
-    from pgd.distill.masks import image_masks
+    from pgd.core.pgd_method import PGDMaskParams, image_masks
 
     gb, gl, gv = pad_gt(gts, labs)
     params = dict(cfg.get("strategy_params") or {})
@@ -53,7 +53,7 @@ def _compare(pr, probs, boxes, gts, labs, cfg):
                       strategy=cfg["strategy"], xi_cls=cfg["xi_cls"], xi_reg=cfg["xi_reg"],
                       k_cls=cfg["k_cls"], k_reg=cfg["k_reg"], topk_scope=cfg["topk_scope"], **params)
     for n in range(len(gts)):
-        ref = image_masks(probs[n], boxes[n], pr, gts[n], labs[n], cfg)
+        ref = image_masks(probs[n], boxes[n], pr, gts[n], labs[n], PGDMaskParams.from_mapping(cfg))
         for key, r in zip(("fg_cls", "bg", "reg", "quality_cls", "imp_cls"), ref):
             torch.testing.assert_close(got[key][n], r, rtol=1e-6, atol=1e-7, msg=f"{key} image {n}")
     return got

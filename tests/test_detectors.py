@@ -12,13 +12,6 @@ from pgd.testing import synthetic_batch, total_loss
 DETECTORS = ["atss", "fcos", "gfl", "ddod", "autoassign"]
 
 
-@pytest.fixture(scope="module")
-def scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
-
-
 @pytest.mark.parametrize("backbone", ["tiny", "mbv2"])
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_build_train_step_and_predict(scope, detector, backbone):

@@ -9,14 +9,9 @@ from pgd.config.run import parse_run, resolve_run
 from pgd.detectors import model_config
 from pgd.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("scope")
+
 DETECTORS = ["atss", "fcos", "gfl", "ddod", "autoassign"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
 
 
 def make_batch(model, n=2, h=160, w=192, empty_last=False):

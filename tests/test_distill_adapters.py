@@ -8,14 +8,9 @@ import torch
 
 from pgd.detectors import model_config
 from pgd.distill.adapters import make_adapter
-from pgd.distill.masks import pgd_masks
+from pgd.distill.masks import PGDMaskParams, pgd_masks
 
-
-@pytest.fixture(scope="module", autouse=True)
-def scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
+pytestmark = pytest.mark.usefixtures("scope")
 
 
 def build(name):
@@ -86,8 +81,8 @@ def test_masks_never_mix_images_of_a_batch():
         outs = m.bbox_head(m.extract_feat(x))
     boxes = [torch.tensor([[20.0, 30, 90, 110]]), torch.zeros(0, 4), torch.tensor([[100.0, 40, 180, 150]])]
     labels = [torch.tensor([1]), torch.zeros(0, dtype=torch.long), torch.tensor([2])]
-    cfg = dict(strategy="pgw", xi_cls=0.8, xi_reg=0.6, k_cls=9, k_reg=9, topk_scope="inside")
-    masks = pgd_masks(a, outs, boxes, labels, cfg)
+    params = PGDMaskParams(strategy="pgw", xi_cls=0.8, xi_reg=0.6, k_cls=9, k_reg=9, topk_scope="inside")
+    masks = pgd_masks(a, outs, boxes, labels, params)
     fg0 = torch.cat([l[0].flatten() for l in masks.fg_cls])
     fg1 = torch.cat([l[1].flatten() for l in masks.fg_cls])
     fg2 = torch.cat([l[2].flatten() for l in masks.fg_cls])

@@ -12,6 +12,8 @@ from pgd.detectors import model_config
 from pgd.distill.baselines import build_baseline
 from pgd.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("scope", "fresh_message_hub")
+
 CASES = [(m, d) for m in ("fgd", "defeat", "frs", "fgfi", "fkd") for d in BASELINE_DEFAULTS[m]]
 TERMS = {
     "fgd": {"fg", "bg", "att", "global"},
@@ -20,21 +22,6 @@ TERMS = {
     "fgfi": {"feat"},
     "fkd": {"feat", "channel", "spatial", "relation"},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
-
-
-@pytest.fixture(autouse=True)
-def fresh_message_hub(request):
-    """A MessageHub of our own, so no Runner of another test leaves an ``iter`` behind."""
-    from mmengine.logging import MessageHub
-
-    return MessageHub.get_instance(f"pgd-test-{request.node.name}")
 
 
 def make_batch(model, n=2, h=128, w=160, empty_last=False):
@@ -197,7 +184,7 @@ def test_fgfi_mask_of_the_distiller_matches_the_anchors():
 
 def test_fgfi_imitates_only_after_its_warm_up(fresh_message_hub):
     m = build("atss", "fgfi")  # default warm_iters 400 (FGFI's --ws)
-    assert m.kd.params["warm_iters"] == 400 and m.kd.params["legacy_iou"] is True
+    assert m.kd.warm_iters == 400 and m.kd.legacy_iou is True
     data = make_batch(m, n=1)
     m.eval()
     for it, on in ((0, False), (399, False), (400, True)):
@@ -209,7 +196,7 @@ def test_fgfi_imitates_only_after_its_warm_up(fresh_message_hub):
 
 def test_frs_ramp_follows_the_message_hub_iter_and_a_counter_without_it(fresh_message_hub):
     m = build("gfl", "frs")  # default ramp_iters 500
-    assert m.kd.params["ramp_iters"] == 500 and m.kd.params["w_feat"] == 0.1
+    assert m.kd.ramp_iters == 500 and m.kd.w_feat == 0.1
     data = make_batch(m, n=1)
     m.eval()  # no counting while we probe the hub
 
@@ -226,7 +213,7 @@ def test_frs_ramp_follows_the_message_hub_iter_and_a_counter_without_it(fresh_me
 
     MessageHub.get_instance("pgd-test-frs-no-iter")
     m.train()
-    m.kd.params["ramp_iters"] = 4
+    m.kd.ramp_iters = 4
     assert m.kd.ramp() == 0.0
     for _ in range(2):
         m(**data, mode="loss")

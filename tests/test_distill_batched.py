@@ -9,12 +9,7 @@ import torch
 from pgd.distill.masks import pgd_masks, pgd_masks_per_image
 from pgd.testing import build_distiller, synthetic_batch
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
+pytestmark = pytest.mark.usefixtures("scope")
 
 
 def test_batched_step_equals_per_image_per_level_reference():
@@ -24,16 +19,19 @@ def test_batched_step_equals_per_image_per_level_reference():
     data["data_samples"][1].gt_instances = data["data_samples"][1].gt_instances[:0]  # no boxes
     with dist.s_adapter.capture() as s_feats:
         dist.student.loss(data["inputs"], data["data_samples"])
-    t_feats, head_outs = dist.teacher_forward(data["inputs"], data["data_samples"])
+    records = dist.records(s_feats, data["inputs"], data["data_samples"])
     gts = [s.gt_instances for s in data["data_samples"]]
-    args = (dist.t_adapter, head_outs, [g.bboxes for g in gts], [g.labels for g in gts], dist.distill_cfg)
+    args = (dist.t_adapter, records.teacher.head, [g.bboxes for g in gts], [g.labels for g in gts],
+            dist.kd.mask_params)
     new, ref = pgd_masks(*args), pgd_masks_per_image(*args)
+    torch.testing.assert_close(dist.kd.masks(records, data["data_samples"]).flat["fg_cls"], new.flat["fg_cls"])
     for key in ("fg_cls", "bg", "reg", "quality_cls", "imp_cls"):
         for a, b in zip(getattr(new, key), getattr(ref, key)):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert sum(m[0].sum() for m in new.fg_cls) > 0 and sum(m[1].abs().sum() for m in new.fg_cls) == 0
-    got = dist.kd(s_feats, t_feats, new)
-    want = dist.kd.forward_per_level(s_feats, t_feats, ref)
-    assert set(got) == set(want) == {f"loss_pgd_{b}_{t}" for b in ("cls", "reg") for t in ("fea", "att")}
+    got = dist.kd.losses(records, new)
+    dist.kd.reference = True
+    want = dist.kd.losses(records, ref)
+    assert set(got) == set(want) == {f"{b}_{t}" for b in ("cls", "reg") for t in ("fea", "att")}
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-8)

@@ -11,14 +11,9 @@ from pgd.detectors import model_config
 from pgd.distill.baselines import build_baseline
 from pgd.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("scope")
+
 TERMS = {"gfl": {"cls", "reg"}, "atss": {"cls", "reg", "center"}, "fcos": {"cls", "reg"}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
 
 
 def build(det, **params):

@@ -10,20 +10,7 @@ import torch
 
 from pgd.distill.diagnostics import KDDiagnostics, gradient_ratios, mask_fractions
 
-
-@pytest.fixture(scope="module", autouse=True)
-def scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
-
-
-@pytest.fixture(autouse=True)
-def fresh_message_hub(request):
-    """A MessageHub of our own, so no Runner of another test leaves an ``iter`` behind."""
-    from mmengine.logging import MessageHub
-
-    return MessageHub.get_instance(f"pgd-test-{request.node.name}")
+pytestmark = pytest.mark.usefixtures("scope", "fresh_message_hub")
 
 
 def test_gradient_ratio_equals_the_hand_computation():

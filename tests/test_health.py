@@ -15,12 +15,7 @@ from torch import nn
 from pgd.core.mask_stats import box_mask_support
 from pgd.errors import ConfigError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def scope():
-    import pgd.integration
-
-    pgd.integration.init_scope()
+pytestmark = pytest.mark.usefixtures("scope")
 
 
 class Log:

@@ -1,6 +1,6 @@
 """The PGD masks of a whole batch at once (spec sections 2, 3, 6), pure torch.
 
-The per-image path (``pgd.distill.masks.image_masks``) computes, for image ``n`` with
+The per-image path (``pgd.core.pgd_method.image_masks``) computes, for image ``n`` with
 ``G_n`` GT boxes, ``q = max_anchors p^(1-xi) IoU^xi`` (Eq. 1), the strategy's importance
 ``I`` (Eq. 2-3 for PGW), ``M^cls = I^cls`` normalised per level (Eq. 4), the raw ``I^reg``
 and ``B = [inside no box]`` normalised per level. Here the same quantities are computed for

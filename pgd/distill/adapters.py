@@ -1,9 +1,11 @@
-"""Per-detector adapters: what the distiller needs from an mmdet dense detector.
+"""Per-detector adapters: the only recorders of what a KD method needs from a dense detector.
 
 An adapter (1) captures, with forward hooks (no edit to mmdet), the output of the first block
 of the cls tower and of the reg tower at every FPN level, and the neck outputs; (2) turns the
 head's raw outputs into per-prior class probabilities and decoded boxes with the detector's
-own prior generator and box coder; (3) gives each prior's centre (spec sections 1-2).
+own prior generator and box coder; (3) gives each prior's centre and each level's stride
+(spec sections 1-2). One training step's recordings of both detectors reach a KD method as
+one :class:`Records` (``KDMethod.forward(records, data_samples)``, pgd/distill/methods).
 
 The released code's adapter bugs, avoided here and pinned by tests/test_distill_adapters.py:
 - GFL boxes are decoded with each level's own stride (the released code used one stride);
@@ -18,7 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pgd.core.pgd_method import Priors
 from pgd.errors import ConfigError, unknown_name
+
+__all__ = ["ADAPTERS", "Captured", "HeadAdapter", "Priors", "Records", "make_adapter"]
 
 
 @dataclass
@@ -35,17 +40,6 @@ class Captured:
     #: ``(branch, layer) -> list over levels``: outputs of the extra tower layers an adapter
     #: was asked to watch (:meth:`HeadAdapter.watch_tower`; CrossKD's reused layer)
     tower: dict = field(default_factory=dict)
-
-
-@dataclass
-class Priors:
-    """Priors of one batch input shape, levels concatenated P3..P7."""
-
-    boxes_or_points: list[torch.Tensor]  # per level: [H*W*na, 4] anchors or [H*W, 2] points
-    centres: torch.Tensor  # [A, 2] one centre per location (x, y)
-    level_sizes: list[int]  # H*W per level
-    featmap_sizes: list[tuple[int, int]]
-    num_anchors: int  # priors per location
 
 
 class HeadAdapter:
@@ -144,6 +138,22 @@ class HeadAdapter:
             num_anchors=int(na),
         )
 
+    def cached_priors(self, featmap_sizes, device) -> Priors:
+        """:meth:`priors`, cached per (feature map sizes, device): they depend on nothing else,
+        and a training run sees few distinct padded input shapes."""
+        key = (tuple(tuple(int(v) for v in s) for s in featmap_sizes), str(device))
+        cache = self.__dict__.setdefault("_priors_cache", {})
+        if key not in cache:
+            if len(cache) >= 16:
+                cache.clear()
+            cache[key] = self.priors(featmap_sizes, device)
+        return cache[key]
+
+    def strides(self) -> list[tuple[float, float]]:
+        """``(stride_x, stride_y)`` of every FPN level, from the head's prior generator."""
+        return [tuple(map(float, s)) if isinstance(s, (tuple, list)) else (float(s), float(s))
+                for s in self.head.prior_generator.strides]
+
     def flatten_cls(self, cls_scores) -> torch.Tensor:
         """[N, na*C, H, W] per level -> class probabilities [N, A*na, C]."""
         C = self.head.cls_out_channels
@@ -219,3 +229,49 @@ def make_adapter(detector_name: str, model) -> HeadAdapter:
     if detector_name not in ADAPTERS:
         raise unknown_name("detector", detector_name, ADAPTERS)
     return ADAPTERS[detector_name](model)
+
+
+@dataclass
+class Records:
+    """What the adapters recorded in one training step, as a KD method reads it.
+
+    ``student`` / ``teacher``: the :class:`Captured` maps of each detector (``teacher.head``
+    is the teacher's head output, ``student.head`` the student's); priors, strides and the
+    teacher's decoded predictions come from the adapters on demand (computed once per step).
+    ``head(side)`` is the dense head module itself, for a method that runs head layers
+    (CrossKD)."""
+
+    student: Captured
+    teacher: Captured
+    s_adapter: HeadAdapter
+    t_adapter: HeadAdapter
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _adapter(self, side: str) -> HeadAdapter:
+        if side not in ("student", "teacher"):
+            raise ValueError(f"side must be 'student' or 'teacher', got {side!r}")
+        return self.s_adapter if side == "student" else self.t_adapter
+
+    def head(self, side: str = "teacher"):
+        return self._adapter(side).head
+
+    def strides(self, side: str = "student") -> list[tuple[float, float]]:
+        return self._adapter(side).strides()
+
+    def priors(self, featmap_sizes=None, device=None, side: str = "teacher") -> Priors:
+        """The priors of the recorded feature-map sizes (the teacher head's outputs; or the
+        given sizes), by ``side``'s prior generator."""
+        if featmap_sizes is None:
+            outs = self.teacher.head
+            if outs is None:
+                raise RuntimeError("no teacher head outputs were recorded")
+            featmap_sizes = [tuple(s.shape[-2:]) for s in outs[0]]
+            device = outs[0][0].device
+        return self._adapter(side).cached_priors(featmap_sizes, device)
+
+    def teacher_predictions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's (class probabilities [N, A*na, C], decoded boxes [N, A*na, 4])."""
+        if "predictions" not in self._cache:
+            with torch.no_grad():
+                self._cache["predictions"] = self.t_adapter.predictions(self.teacher.head, self.priors())
+        return self._cache["predictions"]

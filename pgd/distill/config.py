@@ -1,8 +1,9 @@
 """A run's ``distill`` section -> the mmdet model dict that distils (mmdet side).
 
 The section itself (one typed model per KD method, its defaults, its checks) lives in
-:mod:`pgd.config.run`; here it becomes a ``PGDDistiller`` dict (PGD and the feature KD
-baselines) or mmdet's own ``KnowledgeDistillationSingleStageDetector`` for ``method: ld``.
+:mod:`pgd.config.run`; here it becomes a ``PGDDistiller`` dict (every registered
+:class:`pgd.distill.methods.KDMethod`) or, for an ``external`` method (LD), that method's own
+model dict (mmdet's ``KnowledgeDistillationSingleStageDetector``, :mod:`pgd.distill.methods.ld`).
 The resolved section is handed to the model as plain data (an mmengine config must stay
 serialisable, so a dumped config still runs with mmdet's tools) and validated back into its
 typed model there.
@@ -51,8 +52,11 @@ def distiller_model_config(run: RunConfig, num_classes: int) -> dict:
         from pgd.paths import check_local_file
 
         check_local_file(ckpt, "distill.teacher_checkpoint")
-    if d.method == "ld":
-        return ld_model_config(student, teacher, ckpt, d.dump(), run.work_dir)
+    from pgd.distill.methods import method_class
+
+    method = method_class(d.method)
+    if method.external:  # LD: mmdet's own distilling detector
+        return method.model_config(student, teacher, ckpt, d, run.work_dir)
     return dict(
         type="PGDDistiller",
         detector=run.detector,
@@ -82,71 +86,3 @@ def distiller_config(student_name: str, num_classes: int, distill: dict, *, data
     ), "distill section"))
     return distiller_model_config(run, num_classes)
 
-
-LD_TEACHER_CONFIG = "ld_teacher_config.py"  # written into the run's work_dir
-
-
-def ld_model_config(student: dict, teacher: dict, teacher_ckpt: str | None, resolved: dict,
-                    work_dir) -> dict:
-    """The model dict of method ``ld`` (``resolved``: its resolved distill section): MMDetection's own ``KnowledgeDistillationSingleStageDetector``
-    with an ``LDHead`` (Localization Distillation, GFL only), not a ``PGDDistiller``.
-
-    mmdet's detector reads its teacher from a config *file*: the teacher's model dict is
-    dumped to ``<work_dir>/ld_teacher_config.py`` (``model = ...``). The detector builds the
-    teacher itself, loads ``teacher_ckpt`` (``None``: random weights, tests only), keeps it in
-    eval mode and out of its parameters / state dict (so the optimizer never sees it and
-    checkpoints never hold it), and runs it under ``torch.no_grad``. It feeds the teacher the
-    student's normalised batch, so both pixel normalisations must be equal (checked when both
-    model dicts carry a ``data_preprocessor``).
-    """
-    from pathlib import Path
-
-    from mmengine.config import Config
-
-    keys = ("mean", "std", "bgr_to_rgb")
-    s_pre, t_pre = student.get("data_preprocessor") or {}, teacher.get("data_preprocessor") or {}
-    if s_pre and t_pre and any(s_pre.get(k) != t_pre.get(k) for k in keys):
-        raise ConfigError(
-            "method 'ld' feeds the teacher the student's normalised inputs, but their pixel "
-            f"normalisations differ (student {[s_pre.get(k) for k in keys]}, teacher "
-            f"{[t_pre.get(k) for k in keys]}); pick a teacher with the student's normalisation"
-        )
-    if teacher_ckpt is not None:
-        _check_plain_detector_checkpoint(teacher_ckpt)
-    params = resolved
-    teacher = Config(dict(teacher)).to_dict()
-    if isinstance(teacher.get("backbone"), dict):
-        teacher["backbone"]["init_cfg"] = None  # weights come from teacher_ckpt
-    teacher.pop("init_cfg", None)
-    path = Path(work_dir) / LD_TEACHER_CONFIG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Config(dict(model=teacher)).dump(str(path))
-    model = Config(dict(student)).to_dict()
-    model.pop("init_cfg", None)  # the KD detector takes no init_cfg (its parts keep theirs)
-    model["type"] = "KnowledgeDistillationSingleStageDetector"
-    model["bbox_head"]["type"] = "LDHead"
-    model["bbox_head"]["loss_ld"] = dict(type="KnowledgeDistillationKLDivLoss",
-                                         loss_weight=float(params["weight"]), T=float(params["temperature"]))
-    model.update(teacher_config=str(path), teacher_ckpt=teacher_ckpt, eval_teacher=True)
-    return model
-
-
-def _check_plain_detector_checkpoint(path: str) -> None:
-    """mmdet's KD detector loads the teacher checkpoint non-strictly and without renaming
-    keys, so a checkpoint of a wrapper (``student.backbone...``, ``module.`` is fine) would
-    silently leave the teacher random: refuse it here."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except RuntimeError:  # not a zip-format file: no mmap
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
-    keys = [k[len("module."):] if k.startswith("module.") else k for k in state]
-    if not any(k.startswith("backbone.") for k in keys):
-        prefixes = sorted({k.split(".", 1)[0] for k in keys})[:8]
-        raise ConfigError(
-            f"distill.teacher_checkpoint {path!r} is not a plain detector checkpoint (no "
-            f"'backbone.*' keys; top-level names: {prefixes}); method 'ld' loads it into the "
-            "bare teacher detector, so export the teacher's own weights first"
-        )

@@ -14,9 +14,10 @@ adapt convs or FGD's GcBlocks, which the detection loss never reaches):
   gradients, so no extra backward pass);
 - per FPN level ``l`` (P3 = ``p3``): ``kd/fg_frac_p<l>`` and ``kd/bg_frac_p<l>``, the fraction
   of the level's feature positions (over the batch's images) with a non-zero foreground /
-  background weight in the method's masks (PGD: the cls foreground mask and the background
-  mask; FGD: its fg / bg masks; DeFeat: its level mask and its complement; methods without a
-  foreground / background split (FRS, FGFI, FKD, CrossKD) report no fractions).
+  background weight in the method's masks (``KDMethod.fg_bg_masks``; PGD: the cls foreground
+  mask and the background mask of the step; FGD: its fg / bg masks; DeFeat: its level mask and
+  its complement; methods without a foreground / background split (FRS, FGFI, FKD, CrossKD)
+  report no fractions).
 
 Gradients come from ``torch.autograd.grad(..., retain_graph=True)`` at those iterations only
 (``allow_unused``: a parameter a term does not reach counts 0), so they do not touch
@@ -90,20 +91,6 @@ def mask_fractions(fg: list[torch.Tensor], bg: list[torch.Tensor]) -> dict[str, 
     return out
 
 
-def method_masks(distiller, masks, t_feats, samples):
-    """(fg, bg) lists over levels of the distiller's method, or None when it has no such split."""
-    method = distiller.distill.method
-    if method == "pgd":
-        return masks.fg_cls, masks.bg
-    if method == "fgd":
-        return distiller.kd.masks(samples, t_feats.neck)
-    if method == "defeat":
-        strides = [tuple(map(float, s)) for s in distiller.s_adapter.head.prior_generator.strides]
-        fg = distiller.kd.masks(samples, t_feats.neck, strides)
-        return fg, [1 - m for m in fg]
-    return None
-
-
 class KDDiagnostics:
     """Measures every ``interval`` iterations and keeps the running means of one epoch."""
 
@@ -129,14 +116,16 @@ class KDDiagnostics:
         first, self.epoch_start = self.epoch_start, False
         return self.interval > 0 and (first or it % self.interval == 0)
 
-    def step(self, distiller, det_losses: dict, kd_losses: dict, masks, t_feats, samples) -> None:
-        """Called by ``PGDDistiller.loss`` in training with the student's and the KD losses."""
+    def step(self, distiller, det_losses: dict, kd_losses: dict, records, samples) -> None:
+        """Called by ``PGDDistiller.loss`` in training with the student's and the KD losses
+        (named ``loss_<method>_<term>``) and the step's records; the fg / bg fractions come
+        from the method's own :meth:`~pgd.distill.methods.KDMethod.fg_bg_masks`."""
         if not self.due():
             return
         params = [p for p in distiller.student.parameters() if p.requires_grad]
         values = gradient_ratios(det_losses, kd_losses, params)
         with torch.no_grad():
-            fb = method_masks(distiller, masks, t_feats, samples)
+            fb = distiller.kd.fg_bg_masks(records, samples)
             if fb is not None:
                 values.update(mask_fractions(*fb))
         for k, v in values.items():

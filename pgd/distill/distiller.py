@@ -1,4 +1,4 @@
-"""``PGDDistiller``: a student dense detector trained with a frozen teacher's guidance.
+"""``PGDDistiller``: the teacher/student wrapper every KD method trains through.
 
 Registered in mmdet's MODELS, so an ordinary mmdet/mmengine config trains it::
 
@@ -6,8 +6,13 @@ Registered in mmdet's MODELS, so an ordinary mmdet/mmengine config trains it::
                  teacher=<atss model dict>, teacher_checkpoint='teacher.pth',
                  distill=dict(method='pgd', strategy='pgw', alpha=0.08, ...))
 
-The teacher is frozen (no gradient, eval mode whatever ``train()`` is called with) and its
-weights are not saved in the distiller's checkpoints (they come from ``teacher_checkpoint``).
+The wrapper owns what is the same for every method: the teacher (frozen: no gradient, eval
+mode whatever ``train()`` is called with, its weights never in the distiller's checkpoints,
+they come from ``teacher_checkpoint``), the teacher's input renormalisation, the student's
+neck/head inheritance, the two adapters (the recorders, :mod:`pgd.distill.adapters`), the KD
+diagnostics. It knows nothing of a method: it builds ``self.kd`` from the registry
+(:func:`pgd.distill.methods.build_method`) and, every step, calls
+``self.kd(records, data_samples)`` and names the returned terms ``loss_<method>_<term>``.
 Inference (``predict``) is the student's.
 """
 
@@ -17,20 +22,12 @@ import torch
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmengine.logging import MMLogger
-from torch import nn
 
-from pgd.distill.adapters import make_adapter
+from pgd.distill.adapters import Captured, Records, make_adapter
 from pgd.distill.diagnostics import make_diagnostics
-from pgd.distill.health import MaskHealth, inherit_neck_head, same_architecture
-from pgd.distill.masks import pgd_masks
-from pgd.distill.pgd_loss import PGDLoss
+from pgd.distill.health import inherit_neck_head, same_architecture
+from pgd.distill.methods import MethodContext, build_method
 from pgd.errors import ConfigError
-
-
-def _channels(model_cfg: dict, branch: str) -> int:
-    if branch == "neck":
-        return int(model_cfg["neck"]["out_channels"])
-    return int(model_cfg["bbox_head"].get("feat_channels", model_cfg["bbox_head"].get("in_channels")))
 
 
 @MODELS.register_module()
@@ -57,23 +54,8 @@ class PGDDistiller(BaseDetector):
         self.teacher.eval()
         self.s_adapter = make_adapter(detector, self.student)
         self.t_adapter = make_adapter(detector, self.teacher)
-        method = self.distill.method
-        if method != "pgd":
-            from pgd.distill.baselines import build_baseline
-
-            self.kd = build_baseline(method, self.distill_cfg, student, teacher, detector)
-            if callable(getattr(self.kd, "attach", None)):  # CrossKD: capture its reused head layer
-                self.kd.attach(self.s_adapter, self.t_adapter)
-        else:
-            align = nn.ModuleDict()
-            for branch in self.distill.branches:
-                cs, ct = _channels(student, branch), _channels(teacher, branch)
-                if cs != ct:
-                    for lvl in range(len(self.distill.level_weights)):
-                        align[f"{branch}_{lvl}"] = nn.Conv2d(cs, ct, 1)
-            self.kd = PGDLoss(self.distill_cfg, align)
-        # health checks (pgd.distill.health, docs/health.md): PGD's per-box mask support per epoch
-        self.mask_health = MaskHealth(self.distill.branches) if method == "pgd" else None
+        self.kd = build_method(self.distill, MethodContext(detector, student, teacher))
+        self.kd.attach(self.s_adapter, self.t_adapter)  # a method's extra records (CrossKD's tower layer)
         self._same_arch = same_architecture(student, teacher)
         self.inherit_report = None  # set by init_weights when the student inherits
         self.diagnostics = make_diagnostics(self.distill)  # None when distill.diagnostics_interval = 0
@@ -106,14 +88,7 @@ class PGDDistiller(BaseDetector):
     def init_weights(self):
         logger = MMLogger.get_current_instance()
         self.student.init_weights()
-        if callable(getattr(self.kd, "init_weights", None)):  # KD baselines: each its authors' init
-            self.kd.init_weights()
-        else:
-            for m in self.kd.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_uniform_(m.weight, a=1)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
+        self.kd.init_weights()  # each method its own (its authors') initialisation
         if self.teacher_checkpoint:
             from mmengine.runner import load_checkpoint
 
@@ -164,33 +139,34 @@ class PGDDistiller(BaseDetector):
             pad[i, :, :h, :w] = 1
         return x * pad
 
-    def teacher_forward(self, batch_inputs, batch_data_samples):
-        """Teacher neck features, captured tower features and head outputs (no grad)."""
+    @property
+    def mask_health(self):
+        """The method's mask-health accumulator (PGD), None for a method without one."""
+        return self.kd.mask_health
+
+    def teacher_forward(self, batch_inputs, batch_data_samples) -> Captured:
+        """The teacher's records: neck features, captured tower features and head outputs
+        (``.head``), without gradient."""
         with torch.no_grad(), self.t_adapter.capture() as feats:
             x = self.teacher.extract_feat(self.teacher_inputs(batch_inputs, batch_data_samples))
-            head_outs = self.teacher.bbox_head(x)
-        return feats, head_outs
+            self.teacher.bbox_head(x)
+        return feats
+
+    def records(self, student: Captured, batch_inputs, batch_data_samples) -> Records:
+        """The step's records: the student's (captured during its loss) and the teacher's."""
+        return Records(student=student, teacher=self.teacher_forward(batch_inputs, batch_data_samples),
+                       s_adapter=self.s_adapter, t_adapter=self.t_adapter)
 
     def loss(self, batch_inputs, batch_data_samples):
         if self.teacher.training:
             raise RuntimeError("the teacher must stay in eval mode")
         with self.s_adapter.capture() as s_feats:
             losses = self.student.loss(batch_inputs, batch_data_samples)
-        t_feats, head_outs = self.teacher_forward(batch_inputs, batch_data_samples)
-        if isinstance(self.kd, PGDLoss):
-            gts = [s.gt_instances for s in batch_data_samples]
-            masks = pgd_masks(self.t_adapter, head_outs, [g.bboxes for g in gts],
-                              [g.labels for g in gts], self.distill_cfg)
-            kd_losses = self.kd(s_feats, t_feats, masks)
-            if self.mask_health is not None and self.training:
-                sizes = [tuple(s.shape[-2:]) for s in head_outs[0]]
-                self.mask_health.observe_pgd(masks, self.t_adapter.priors(sizes, head_outs[0][0].device),
-                                             [g.bboxes for g in gts])
-        else:
-            masks = None
-            kd_losses = self.kd(s_feats, t_feats, head_outs, batch_data_samples, self)
+        records = self.records(s_feats, batch_inputs, batch_data_samples)
+        prefix = f"loss_{self.kd.name}_"
+        kd_losses = {prefix + term: value for term, value in self.kd(records, batch_data_samples).items()}
         if self.diagnostics is not None and self.training:
-            self.diagnostics.step(self, losses, kd_losses, masks, t_feats, batch_data_samples)
+            self.diagnostics.step(self, losses, kd_losses, records, batch_data_samples)
         overlap = set(kd_losses) & set(losses)
         if overlap:
             raise ConfigError(f"distillation loss names clash with the detector's: {sorted(overlap)}")

@@ -142,7 +142,7 @@ class MaskHealth:
         self._sums[mask] = add if prev is None else prev + add
 
     def observe_pgd(self, masks, priors, gt_boxes: list[torch.Tensor]) -> None:
-        """One batch of PGD masks (:class:`pgd.distill.masks.Masks`) and the adapter's priors."""
+        """One batch of PGD masks (:class:`pgd.core.pgd_method.Masks`) and the adapter's priors."""
         needed = {self.mask_of(b) for b in self.branches}
         if "cls" in needed:
             self.observe("cls", masks.fg_cls, priors.centres, gt_boxes)

@@ -32,7 +32,7 @@ def image_maps(model, detector_name: str, dataset, index: int, strategy_cfg: dic
     pixels), img_id, img_shape, fg_positions}``.
     """
     from pgd.distill.adapters import make_adapter
-    from pgd.distill.masks import pgd_masks
+    from pgd.distill.masks import PGDMaskParams, pgd_masks
 
     adapter = make_adapter(detector_name, model)
     try:
@@ -42,7 +42,7 @@ def image_maps(model, detector_name: str, dataset, index: int, strategy_cfg: dic
         with torch.no_grad():
             head_outs = model.bbox_head(model.extract_feat(inputs))
         gt = samples[0].gt_instances
-        masks = pgd_masks(adapter, head_outs, [gt.bboxes], [gt.labels], strategy_cfg)
+        masks = pgd_masks(adapter, head_outs, [gt.bboxes], [gt.labels], PGDMaskParams.from_mapping(strategy_cfg))
         strides = [int(s[0] if isinstance(s, (tuple, list)) else s)
                    for s in model.bbox_head.prior_generator.strides]
         priors = adapter.priors([tuple(q.shape[-2:]) for q in masks.quality_cls], inputs.device)
