@@ -77,6 +77,37 @@ def test_console_lines_are_readable(tmp_path, monkeypatch):
     assert not DICT_REPR.search(out)
 
 
+def test_pending_trial_says_it_waits_for_resources_unless_queued(tmp_path, monkeypatch):
+    """A PENDING trial with a free concurrency slot waits for the cluster: said once a minute
+    after 10 s, with what it asks for; PENDING trials beyond the concurrency are only queued."""
+    from rich.console import Console
+
+    import pgd.sweep.console as C
+
+    monkeypatch.setenv("PGD_HOME", str(tmp_path / "home"))
+    plan = _plan(tmp_path)
+    t0, t1 = plan.trials
+    a = SimpleNamespace(trial_id="a", config={"trial": t0.dump()}, status="RUNNING")
+    b = SimpleNamespace(trial_id="b", config={"trial": t1.dump()}, status="PENDING")
+    clock = [1000.0]
+    monkeypatch.setattr(C.time, "time", lambda: clock[0])
+
+    def lines(max_concurrent, steps):
+        cb = C.ConsoleCallback(plan.sweep_dir, max_concurrent=max_concurrent)
+        buf = io.StringIO()
+        cb._con = Console(file=buf, highlight=False, width=200)
+        for dt in steps:
+            clock[0] += dt
+            cb.on_step_end(0, [a, b])
+        return buf.getvalue()
+
+    out = lines(2, [0, 5, 11, 20, 30, 61])  # pending from t=0: notes at 16 s and 127 s
+    assert out.count("t001 student seed=1  waiting for resources: CPU 1 for the trial process") == 2, out
+    assert "(for 16s so far)" in out and "(for 2m07s so far)" in out
+    assert lines(1, [0, 30, 90]) == ""  # the one slot is taken: b is queued, not waiting
+    assert not DICT_REPR.search(out)
+
+
 @pytest.mark.ray
 def test_small_sweep_console_has_no_dict_reprs_and_logs_go_to_files(tmp_path):
     space = tmp_path / "con.yaml"

@@ -2,7 +2,9 @@
 trial column is a cut-off dump of the nested config).
 
 ``t001 pgd strategy=pgw seed=1   epoch 3/8   AP 21.4   ETA 2m10s``; a trial waiting for its
-worker group says for what (from the controller status file, :mod:`pgd.sweep.watchdog`);
+worker group says for what (from the controller status file, :mod:`pgd.sweep.watchdog`), and
+so does a trial Tune could start (a concurrency slot is free) but whose resources the cluster
+does not have free (a one-worker trial, which trains in its Tune process, waits there);
 failures are red with their one-line reason. Worker output goes to ``<sweep>/logs/<trial>.log``
 unless ``--verbose`` (:func:`redirect_output`).
 """
@@ -53,11 +55,13 @@ def redirect_output(sweep_dir: str | Path, name: str) -> Path:
 class ConsoleCallback(Callback):
     """Tune callback printing the sweep's progress as readable lines (rich, colours on a tty)."""
 
-    def __init__(self, sweep_dir: str, role: str = "trial"):
+    def __init__(self, sweep_dir: str, role: str = "trial", max_concurrent: int | None = None):
         self.sweep_dir = str(sweep_dir)
         self.role = role
+        self.max_concurrent = max_concurrent  # the sweep's concurrency: more PENDING trials are queued
         self._started: dict[str, float] = {}
         self._waiting: dict[str, tuple[str, float]] = {}
+        self._pending_since: dict[str, float] = {}
         self._con = None
 
     def __getstate__(self):
@@ -130,7 +134,8 @@ class ConsoleCallback(Callback):
         self.say(f"{self.label(trial)}  FAILED: {trial_error(trial).splitlines()[0][:300]}", "bold red")
 
     def on_step_end(self, iteration, trials, **info):
-        """A running trial whose worker group waits for resources says so (once a minute)."""
+        """A trial waiting for resources says so, and for what (once a minute): a running
+        trial's worker group, or a trial Tune would start but the cluster cannot place."""
         from pgd.sweep.watchdog import WAITING_STATES, describe_wait, read_status, status_path
 
         now = time.time()
@@ -143,9 +148,34 @@ class ConsoleCallback(Callback):
             st = read_status(status_path(self.sweep_dir, plan.key))
             if not st or st.get("state") not in WAITING_STATES or now - float(st.get("since", now)) < 10:
                 continue
-            last = self._waiting.get(trial.trial_id)
-            if last and now - last[1] < WAIT_NOTE_EVERY_S:
+            if self._note_due(trial.trial_id, now):
+                waited = fmt_duration(now - float(st["since"]))
+                self.say(f"{self.label(trial)}  {describe_wait(st)} (for {waited} so far)", "yellow")
+        self._pending_notes(trials, now)
+
+    def _note_due(self, trial_id: str, now: float) -> bool:
+        last = self._waiting.get(trial_id)
+        if last and now - last[1] < WAIT_NOTE_EVERY_S:
+            return False
+        self._waiting[trial_id] = ("waiting", now)
+        return True
+
+    def _pending_notes(self, trials, now: float) -> None:
+        pending = [t for t in trials if getattr(t, "status", None) == "PENDING"]
+        live = {t.trial_id for t in pending}
+        self._pending_since = {k: v for k, v in self._pending_since.items() if k in live}
+        running = sum(1 for t in trials if getattr(t, "status", None) == "RUNNING")
+        free = (self.max_concurrent - running) if self.max_concurrent else len(pending)
+        for trial in pending[:max(0, free)]:  # the ones Tune would start now: not queued behind a slot
+            since = self._pending_since.setdefault(trial.trial_id, now)
+            plan = self._plan(trial)
+            if plan is None or now - since < 10 or not self._note_due(trial.trial_id, now):
                 continue
-            self._waiting[trial.trial_id] = (st["state"], now)
-            waited = fmt_duration(now - float(st["since"]))
-            self.say(f"{self.label(trial)}  {describe_wait(st)} (for {waited} so far)", "yellow")
+            res = plan.resources
+            if res.inline():  # one bundle: the process that trains
+                what = f"CPU {res.trial_cpus():g}" + (f", GPU {res.trial_gpus():g}" if res.trial_gpus() else "")
+                where = "the trial process"
+            else:  # the Tune function first; its worker group asks for the rest once it runs
+                what, where = f"CPU {res.trial_driver_cpus:g}", "the trial's Tune function"
+            self.say(f"{self.label(trial)}  waiting for resources: {what} for {where} "
+                     f"(for {fmt_duration(now - since)} so far)", "yellow")

@@ -84,7 +84,7 @@ def _tuner(plan: SweepPlan, ctx, name, param_space, conc, callbacks, role, resou
     spec = plan.space
     from pgd.sweep.console import ConsoleCallback
 
-    callbacks = [*callbacks, ConsoleCallback(plan.sweep_dir, role)]
+    callbacks = [*callbacks, ConsoleCallback(plan.sweep_dir, role, conc.max_concurrent)]
     if resources.inline():  # the trial process trains: it holds the worker's share too
         bundle = {"CPU": resources.trial_cpus(), **({"GPU": resources.trial_gpus()} if resources.trial_gpus() else {})}
     else:  # the Tune function only drives a Ray Train worker group, which holds its own
