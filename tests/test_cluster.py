@@ -131,8 +131,10 @@ def cluster(tmp_path_factory):
     ray_tmp = Path(tempfile.mkdtemp(prefix="pgdray-", dir="/tmp"))  # short: Ray's socket paths
     worker_tmp = Path(tempfile.mkdtemp(prefix="pgdray2-", dir="/tmp"))
     gcs, dash, mlflow_port = free_port(), free_port(), free_port()
+    user_home = tmp / "user"  # the nodes' ~: a job without PGD_HOME works in ~/pgd-home
+    user_home.mkdir()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(16), "PYTHONUNBUFFERED": "1"}
+           "RAY_AUTH_TOKEN": secrets.token_hex(16), "PYTHONUNBUFFERED": "1", "HOME": str(user_home)}
     for k in ("RAY_ADDRESS", "PGD_HOME", "MLFLOW_TRACKING_URI", "PYTHONPATH"):
         env.pop(k, None)
     procs = Procs(tmp)
@@ -282,6 +284,7 @@ def test_job_with_only_one_env_var(cluster, only):
     if only == "MLFLOW_TRACKING_URI":
         _, runs = server_runs(c, name)
         assert len(children(runs)) == 1 and "PGD_HOME is not set" in proc.stdout
+        assert list((c["tmp"] / "user" / "pgd-home" / "sweeps").glob("clm-*/report"))  # ~/pgd-home, kept
     else:  # the default tracking URI: sqlite under the shared PGD_HOME
         from mlflow.tracking import MlflowClient
 

@@ -46,3 +46,42 @@ def test_only_tracking_uri_or_only_home_in_the_job_env():
 def test_job_without_env_vars_and_unreadable_job_config():
     assert driver_runtime_env(WANTED, job_env(None)) == {"env_vars": WANTED}
     assert driver_runtime_env(WANTED, {JOB_CONFIG_ENV: "{not json"}) == {"env_vars": WANTED}
+
+
+def test_resuming_against_another_tracking_store_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    """Tune restores a sweep's MLflow callbacks with the store they were made with: resuming
+    with another MLFLOW_TRACKING_URI would split the record, so the driver refuses, naming both
+    stores and the fix, before it starts Ray (and leaves the sweep's plan as it was)."""
+    import textwrap
+
+    import pytest
+    import yaml
+
+    import pgd.sweep.driver as D
+    from pgd.errors import ConfigError
+    from pgd.plan import build_plan
+
+    monkeypatch.setenv("PGD_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = tmp_path / "res.yaml"
+    space.write_text(textwrap.dedent("""
+        name: res
+        base:
+          model: atss_tiny
+          data: {kind: shapes, shapes: {train: 4, val: 2, size: 64, seed: 0}}
+          schedule: {epochs: 1, batch_size: 2, img_scale: [64, 64], lr_steps: [1]}
+        grid: {method: [student]}
+        resources: {workers_per_trial: 1, cpus_per_worker: 1, trial_driver_cpus: 0.125}
+    """))
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    plan = build_plan(str(space), tracking_uri=old)
+    plan.write()
+    (tmp_path / "home" / "sweeps" / plan.sweep_id / "tune").mkdir(parents=True)  # a started sweep
+    monkeypatch.setattr(D, "init_ray", lambda *a, **k: pytest.fail("Ray started"))
+    new = f"sqlite:///{tmp_path / 'new.db'}"
+    with pytest.raises(ConfigError) as e:
+        D.run_sweep(str(space), tracking_uri=new)
+    msg = str(e.value)
+    assert old in msg and new in msg and f"MLFLOW_TRACKING_URI={old}" in msg and "--fresh" in msg
+    saved = yaml.safe_load((tmp_path / "home" / "sweeps" / plan.sweep_id / "plan.yaml").read_text())
+    assert saved["tracking_uri"] == old

@@ -165,6 +165,8 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         raise ConfigError(f"{sweep_dir} holds a sweep; pass --name to start another or --resume to continue it")
     if resume == "always" and not started:
         raise ConfigError(f"nothing to resume: {sweep_dir} holds no started sweep")
+    if started:
+        _check_same_record(plan, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "space.yaml").write_text(Path(space_path).read_text())
     plan.write()
@@ -225,6 +227,23 @@ def run_sweep(space_path: str, *, name: str | None = None, tracking_uri: str | N
         return out
     finally:
         ray.shutdown()
+
+
+def _check_same_record(plan: SweepPlan, sweep_dir: Path) -> None:
+    """A resumed sweep keeps its MLflow record: Tune restores the trial callbacks with the
+    tracking URI, experiment and parent run they were created with, so resuming against
+    another tracking store would split the record between two stores."""
+    import yaml
+
+    try:
+        before = (yaml.safe_load((sweep_dir / "plan.yaml").read_text()) or {}).get("tracking_uri")
+    except (OSError, yaml.YAMLError):
+        return
+    if before and before != plan.tracking_uri:
+        raise ConfigError(
+            f"{sweep_dir} holds a sweep recorded in MLflow at {before}, but this run would record at "
+            f"{plan.tracking_uri}: resume it with MLFLOW_TRACKING_URI={before} (or --tracking-uri), "
+            f"or start a new sweep with --fresh (or --name)")
 
 
 def _train_teachers(plan: SweepPlan, ctx, conc, c, exp_id, parent):
