@@ -231,3 +231,38 @@ def test_header_check_catches_a_truncated_jpeg_and_tolerates_trailing_bytes(tmp_
     (img / name).write_bytes(raw[:-40])
     with pytest.raises(AnnotationError, match="truncated JPEG file"):
         validate_coco(ann, img, check_images="header")
+
+
+def test_a_valid_dataset_is_checked_once_per_home_across_processes(tmp_path, monkeypatch):
+    """The trials of a sweep are separate processes: the second finds the first one's record
+    under PGD_HOME and reads no image; a changed annotation file or image folder, or a failed
+    validation, is checked again."""
+    import pgd.data.validate as V
+
+    monkeypatch.setenv("PGD_HOME", str(tmp_path / "home"))
+    ann = _write(tmp_path, _good())
+    img = tmp_path / "img"
+    first = validate_coco(ann, img, check_images="header")
+    assert len(list((tmp_path / "home" / "cache" / "validated").glob("*.json"))) == 1
+    V._CACHE.clear()  # a new process
+
+    def no_reads(*a, **k):
+        raise AssertionError("image read again")
+
+    monkeypatch.setattr(V, "_check_file", no_reads)
+    assert validate_coco(ann, img, check_images="header") == first
+    V._CACHE.clear()
+    with pytest.raises(AssertionError, match="image read again"):  # other rules: another record
+        validate_coco(ann, img, check_images="decode")
+    monkeypatch.undo()
+    monkeypatch.setenv("PGD_HOME", str(tmp_path / "home"))
+    V._CACHE.clear()
+    Image.new("RGB", (10, 10)).save(img / "c.png")  # the folder changed: checked again
+    bad = _good()
+    bad["images"][1]["width"] = 21  # and now b.png's header disagrees
+    ann.write_text(json.dumps(bad))
+    with pytest.raises(AnnotationError):
+        validate_coco(ann, img, check_images="header")
+    V._CACHE.clear()
+    with pytest.raises(AnnotationError):  # a failure is never remembered
+        validate_coco(ann, img, check_images="header")

@@ -23,11 +23,18 @@ single :class:`~pgd.errors.AnnotationError` whose ``problems`` lists each
   which catches truncated files cheaply; "decode" also decodes the whole image (catches
   corrupt data inside a complete file).
 * a file validated once in a process (same path, modification time, size and rules) is not
-  read again (DDP ranks and the dataset re-validate for free).
+  read again (DDP ranks and the dataset re-validate for free); a successful validation is also
+  remembered on disk when ``PGD_HOME`` is set, ``<PGD_HOME>/cache/validated/<digest>.json``, keyed by the annotation
+  file (path, modification time, size), the image folder (path, modification time: it changes
+  when files are added, removed or renamed) and the rules, so that the trials of a sweep (each
+  a new process) do not read every image header again: 118k COCO headers are ~1-2 minutes per
+  trial. A file rewritten in place keeps its folder's time: delete that folder (or the
+  digest's file) to force a new check. Failed validations are never cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -164,6 +171,11 @@ def validate_coco(
         key = None
     if key is not None and key in _CACHE:  # validated before in this process (same file, same rules)
         return dict(_CACHE[key])
+    disk = _disk_entry(key, img_dir if check_images != "none" else None)
+    cached = _read_disk(disk)
+    if cached is not None:  # validated before by another process (an earlier trial)
+        _CACHE[key] = dict(cached)
+        return cached
     data = load_coco_json(ann_file)
     problems: list[tuple[str, object, str]] = []
 
@@ -336,7 +348,48 @@ def validate_coco(
     }
     if key is not None:
         _CACHE[key] = dict(summary)
+    _write_disk(disk, summary)
     return summary
+
+
+def _disk_entry(key: tuple | None, img_dir) -> tuple[Path, str] | None:
+    """(file, full key) of the on-disk record of a validation; None when it cannot be keyed or
+    no ``PGD_HOME`` is set (sweeps always set it for their trials; a lone run is one process)."""
+    if key is None or not os.environ.get("PGD_HOME"):
+        return None
+    from pgd import paths
+
+    try:
+        folder = (str(img_dir), os.stat(img_dir).st_mtime_ns) if img_dir is not None else None
+    except OSError:
+        return None
+    full = repr((key, folder))
+    digest = hashlib.sha256(full.encode()).hexdigest()[:20]
+    return paths.home() / "cache" / "validated" / f"{digest}.json", full
+
+
+def _read_disk(entry) -> dict | None:
+    if entry is None or not entry[0].is_file():
+        return None
+    try:
+        rec = json.loads(entry[0].read_text())
+    except (OSError, ValueError):
+        return None  # unreadable record: validate again
+    return dict(rec["summary"]) if rec.get("key") == entry[1] and isinstance(rec.get("summary"), dict) else None
+
+
+def _write_disk(entry, summary: dict) -> None:
+    """Best effort (a read-only home only costs the next process a new check), atomic."""
+    if entry is None:
+        return
+    path, full = entry
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": full, "summary": summary}))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def coco_categories(ann_file: str | os.PathLike) -> list[str]:
