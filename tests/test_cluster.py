@@ -231,6 +231,10 @@ def test_job_submit_two_nodes_mlflow_server(cluster):
     assert "plan.yaml" in arts
     local = mc.download_artifacts(parents[0].info.run_id, "plan.yaml", tempfile.mkdtemp())
     assert "t001" in Path(local).read_text()  # served by the tracking server
+    report = {a.path for a in mc.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/table.md", "report/table.csv", "report/table.png"} <= report, report
+    table = Path(mc.download_artifacts(parents[0].info.run_id, "report/table.md", tempfile.mkdtemp())).read_text()
+    assert "| student | 2 |" in table  # both seeds in the row, as the server serves it
     # what the user needs afterwards is under PGD_HOME, not in the job's temporary working dir
     sweep = next((c["home"] / "sweeps").glob("clu-*"))
     assert (sweep / "report").is_dir() and (sweep / "plan.yaml").is_file()
