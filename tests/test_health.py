@@ -216,11 +216,13 @@ def test_mlflow_callback_logs_mask_metrics_and_inheritance_tags():
     cb = MLflowSweepCallback("sqlite:///unused.db", "0", "parent", "sweep")
     cb._client = Client()
     cb.run_id = lambda trial: "rid"
-    cb.on_trial_result(0, [], None, {"epoch": 2, "AP": 3.0, "mask/reg_zero_box_frac": 0.5, "inherit/copied": 39,
+    from types import SimpleNamespace
+
+    cb.on_trial_result(0, [], SimpleNamespace(trial_id="t"), {"epoch": 2, "AP": 3.0, "mask/reg_zero_box_frac": 0.5, "inherit/copied": 39,
                                      "inherit/skipped": 0, "inherit/same_architecture": 1, "pid": 7})
     assert sorted(cb._client.metrics) == [("AP", 3.0, 2), ("mask.reg_zero_box_frac", 0.5, 2)]
     assert cb._client.tags == {"pgd.inherit.copied": "39", "pgd.inherit.skipped": "0",
-                               "pgd.inherit.same_architecture": "1"}
+                               "pgd.inherit.same_architecture": "1", "pgd.logged_epoch": "2"}
 
 
 @pytest.mark.slow
