@@ -237,10 +237,11 @@ def _topk_columns(score: torch.Tensor, kmax: int, two_stage: bool | None = None)
     return vals, idx
 
 
-def _select_topk(q: torch.Tensor, points: torch.Tensor, gt: torch.Tensor, k: int, scope: str):
+def _select_topk(q: torch.Tensor, points: torch.Tensor, gt: torch.Tensor, k: int, scope: str, inside=None):
     """Per-box top-K selection (spec section 3 steps 1-2), all boxes at once.
 
-    ``q`` ``[A, G]`` float32, ``points`` ``[A, 2]`` and ``gt`` ``[G, 4]`` float32.
+    ``q`` ``[A, G]`` float32, ``points`` ``[A, 2]`` and ``gt`` ``[G, 4]`` float32; ``inside``
+    ``[A, G]`` bool, the inside test when the caller has it already (:func:`_inside_ag`).
     Returns ``idx`` ``[G, Kmax]`` (position indices), ``valid`` ``[G, Kmax]`` bool (the
     entry is one of the box's K = min(k, #candidates) selected positions) and ``keep``
     ``[G, Kmax]`` bool (the selected position may receive weight: ``valid`` for
@@ -250,7 +251,8 @@ def _select_topk(q: torch.Tensor, points: torch.Tensor, gt: torch.Tensor, k: int
     A = points.shape[0]
     kmax = min(k, A)
     if scope == "inside":
-        vals, idx = _topk_columns(_inside_scores(q, points, gt), kmax)
+        score = _inside_scores(q, points, gt) if inside is None else torch.where(inside, q, float("-inf"))
+        vals, idx = _topk_columns(score, kmax)
         valid = vals != float("-inf")
         return idx, valid, valid
     _, idx = _topk_columns(q, kmax)
