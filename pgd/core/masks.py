@@ -69,13 +69,14 @@ def batch_box_iou(boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     The same operations broadcast over ``N`` (so the same numbers):
     ``IoU = inter / (area_b + area_g - inter)``, 0 where the union is not positive.
     """
-    b, g = _f32(boxes), _f32(gt)
-    area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
-    area_g = (g[..., 2] - g[..., 0]).clamp(min=0) * (g[..., 3] - g[..., 1]).clamp(min=0)
-    lt = torch.maximum(b[:, :, None, :2], g[:, None, :, :2])
-    rb = torch.minimum(b[:, :, None, 2:], g[:, None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
+    bx1, by1, bx2, by2 = _f32(boxes).unbind(-1)  # [N, A] each
+    gx1, gy1, gx2, gy2 = _f32(gt).unbind(-1)  # [N, G] each
+    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
+    area_g = (gx2 - gx1).clamp(min=0) * (gy2 - gy1).clamp(min=0)
+    # the intersection's width and height, one coordinate at a time (the same operations)
+    w = (torch.minimum(bx2[:, :, None], gx2[:, None, :]) - torch.maximum(bx1[:, :, None], gx1[:, None, :])).clamp_(min=0)
+    h = (torch.minimum(by2[:, :, None], gy2[:, None, :]) - torch.maximum(by1[:, :, None], gy1[:, None, :])).clamp_(min=0)
+    inter = w.mul_(h)
     union = area_b[:, :, None] + area_g[:, None, :] - inter
     pos = union > 0
     iou = torch.where(pos, inter / torch.where(pos, union, torch.ones_like(union)), 0.0)
