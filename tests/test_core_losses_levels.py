@@ -106,13 +106,13 @@ def test_feature_attention_terms_gradcheck(spatial):
     N, C, P = 2, 3, sum(sizes)
     fs = torch.randn(N, C, P, generator=g, dtype=torch.float64).requires_grad_()
     ft = torch.randn(N, C, P, generator=g, dtype=torch.float64)
-    a_t = torch.softmax(ft.abs() / 0.7, dim=1) * C
+    s_t = torch.softmax(ft.abs() / 0.7, dim=1)
     w_fea = torch.rand(N, P, generator=g, dtype=torch.float64)
     w_att = torch.rand(P, generator=g, dtype=torch.float64) if spatial else torch.rand(N, P, generator=g,
                                                                                        dtype=torch.float64)
     p_t = _spatial_from_abs(ft.abs(), sizes, 0.7)[0] if spatial else None
 
     def fn(x):
-        return _FeatureAttentionTerms.apply(x, ft, a_t, w_fea, w_att, p_t, 0.3, sizes, 0.7)
+        return _FeatureAttentionTerms.apply(x, ft, s_t, w_fea, w_att, p_t, 0.3, sizes, 0.7)
 
     assert torch.autograd.gradcheck(fn, (fs,), eps=1e-6, atol=1e-6)

@@ -192,30 +192,31 @@ class _FeatureAttentionTerms(torch.autograd.Function):
     backward (one graph node instead of ~40; the teacher's side is a constant).
 
     Inputs: the student's ``F^S`` ``[N, C, P]`` (the only input with gradient), the teacher's
-    ``F^T`` and channel attention ``A^T = C softmax_c(|F^T| / tau)``, per-position weights
-    ``w_fea``, ``w_att`` ``[N, P]`` (or ``[P]``), and for the cls branch the teacher's spatial
+    ``F^T`` and channel softmax ``s^T = softmax_c(|F^T| / tau)`` (``A^T = C s^T``),
+    per-position weights ``w_fea``, ``w_att`` ``[N, P]`` (or ``[P]``; the caller folds the
+    factor ``C`` of ``A = C s`` into them), and for the cls branch the teacher's spatial
     attention ``P^T`` ``[N, P]`` with its weight ``w_sp`` (a number)::
 
-        fea = sum_{n,c,i} w_fea[n,i] A^T (F^S - F^T)^2
-        att = sum_{n,i} w_att[n,i] sum_c |A^S - A^T| + w_sp sum_{n,i} |P^S - P^T|
+        fea = sum_{n,c,i} w_fea[n,i] s^T (F^S - F^T)^2           (= sum w_fea/C A^T (F^S - F^T)^2)
+        att = sum_{n,i} w_att[n,i] sum_c |s^S - s^T| + w_sp sum_{n,i} |P^S - P^T|
+                                                               (= sum w_att/C sum_c |A^S - A^T| + ...)
 
-    with ``A^S = C softmax_c(|F^S| / tau)`` and ``P^S = H_l W_l softmax_{i in l}(mean_c |F^S| / tau)``.
-    Gradients (``s = A^S / C``, ``u = P^S / (H_l W_l)``, ``sign(0) = 0`` as autograd's ``abs``)::
+    with ``s^S = softmax_c(|F^S| / tau)`` and ``P^S = H_l W_l softmax_{i in l}(mean_c |F^S| / tau)``.
+    Gradients (``u = P^S / (H_l W_l)``, ``sign(0) = 0`` as autograd's ``abs``)::
 
-        d fea / d F^S = 2 w_fea A^T (F^S - F^T)
-        d att / d F^S = sign(F^S) / tau * (s (G - sum_c G s) + (u (g - sum_{i in l} g u)) / C)
-        G = C w_att sign(A^S - A^T),   g = w_sp H_l W_l sign(P^S - P^T)
+        d fea / d F^S = 2 w_fea s^T (F^S - F^T)
+        d att / d F^S = sign(F^S) / tau * (s^S (G - sum_c G s^S) + (u (g - sum_{i in l} g u)) / C)
+        G = w_att sign(s^S - s^T),   g = w_sp H_l W_l sign(P^S - P^T)
     """
 
     @staticmethod
-    def forward(ctx, fs, ft, a_t, w_fea, w_att, p_t, w_sp, sizes, tau):
-        C = fs.shape[1]
+    def forward(ctx, fs, ft, s_t, w_fea, w_att, p_t, w_sp, sizes, tau):
         d = fs - ft
-        kd = (a_t * w_fea.unsqueeze(-2)).mul_(d)  # w_fea A^T (F^S - F^T)
+        kd = (s_t * w_fea.unsqueeze(-2)).mul_(d)  # w_fea s^T (F^S - F^T)
         fea = torch.dot(kd.reshape(-1), d.reshape(-1))
         f_abs = fs.abs()
         s = torch.softmax(f_abs / tau, dim=1)
-        diff_c = s * C - a_t
+        diff_c = s - s_t
         att = (diff_c.abs().sum(dim=1) * w_att).sum()
         u = diff_s = None
         if p_t is not None:
@@ -231,7 +232,7 @@ class _FeatureAttentionTerms(torch.autograd.Function):
         fs, kd, s, diff_c, w_att, u, diff_s = ctx.saved_tensors
         C = fs.shape[1]
         tau = ctx.tau
-        big = (w_att * (g_att * C / tau)).unsqueeze(-2) * torch.sign(diff_c)  # G / tau
+        big = (w_att * (g_att / tau)).unsqueeze(-2) * torch.sign(diff_c)  # G / tau
         gz = big.mul_(s)
         gz = gz.sub_(s * gz.sum(dim=1, keepdim=True))  # s (G - sum_c G s) / tau
         if u is not None:
@@ -270,11 +271,12 @@ def pgd_cls_loss_levels(feats_s, feats_t, fg, bg, alpha, beta, delta, tau, level
     with torch.no_grad():
         ft_abs = ft.abs()
         p_t = _spatial_from_abs(ft_abs, sizes, tau)[0]
-        a_t = torch.softmax(ft_abs / tau, dim=1) * fs.shape[1]
-        w_pos = _per_position(lw, sizes, dev)
-        w_fea = (alpha * m_fg + beta * m_bg) * (w_pos / N) * p_t
-        w_att = _per_position([delta / (N * s) for s in sizes], sizes, dev)
-    fea, att = _FeatureAttentionTerms.apply(fs, ft, a_t, w_fea, w_att, p_t, delta / N, sizes, tau)
+        s_t = torch.softmax(ft_abs / tau, dim=1)
+        C = fs.shape[1]
+        w_pos = _per_position([w * C / N for w in lw], sizes, dev)
+        w_fea = (alpha * m_fg + beta * m_bg) * w_pos * p_t
+        w_att = _per_position([delta * C / (N * s) for s in sizes], sizes, dev)
+    fea, att = _FeatureAttentionTerms.apply(fs, ft, s_t, w_fea, w_att, p_t, delta / N, sizes, tau)
     dt = feats_s[0].dtype
     return {"fea": fea.to(dt), "att": att.to(dt)}
 
@@ -301,9 +303,9 @@ def pgd_reg_loss_levels(feats_s, feats_t, reg_importance, gamma, delta, tau) -> 
                                            torch.tensor(sizes, device=dev), output_size=sum(sizes))
         counts = torch.zeros(len(sizes), device=dev).index_add_(0, level_of, sel.sum(dim=0).to(torch.float32))
         inv_n = 1.0 / counts.clamp(min=1.0).index_select(0, level_of)  # [P]
-        a_t = torch.softmax(ft.abs() / tau, dim=1) * fs.shape[1]
-        w_fea = imp * (inv_n * (gamma / fs.shape[1]))  # I = 0 outside S
-        w_att = sel.to(torch.float32) * (inv_n * delta)
-    fea, att = _FeatureAttentionTerms.apply(fs, ft, a_t, w_fea, w_att, None, 0.0, sizes, tau)
+        s_t = torch.softmax(ft.abs() / tau, dim=1)
+        w_fea = imp * (inv_n * gamma)  # I = 0 outside S; mean_c A^T = sum_c s^T
+        w_att = sel.to(torch.float32) * (inv_n * (delta * fs.shape[1]))
+    fea, att = _FeatureAttentionTerms.apply(fs, ft, s_t, w_fea, w_att, None, 0.0, sizes, tau)
     dt = feats_s[0].dtype
     return {"fea": fea.to(dt), "att": att.to(dt)}
