@@ -24,9 +24,6 @@ __all__ = [
     "pgd_reg_loss",
     "pgd_cls_loss_levels",
     "pgd_reg_loss_levels",
-    "pgd_cls_branch",
-    "pgd_reg_branch",
-    "pgd_loss_levels",
 ]
 
 
@@ -146,8 +143,8 @@ def pgd_reg_loss(feat_s, feat_t, reg_importance, gamma, delta, tau):
 
 
 # ----------------------------------------------------------------------------- all levels at once
-def _check_levels(feats_s, feats_t, masks, names):
-    """Checks; returns the ``[N, P]`` float32 masks and the level sizes ``H_l W_l``."""
+def _concat_levels(feats_s, feats_t, masks, names):
+    """Levels flattened and concatenated: ``[N, C, P]`` features, ``[N, P]`` masks, sizes."""
     if not len(feats_s) or len(feats_s) != len(feats_t):
         raise ConfigError(f"need one student and one teacher map per level, got {len(feats_s)} and {len(feats_t)}")
     sizes = []
@@ -165,22 +162,9 @@ def _check_levels(feats_s, feats_t, masks, names):
             raise ConfigError(f"shape mismatch: {name} has shape {tuple(m.shape)} but must be [N, P] = "
                               f"{[N, sum(sizes)]} (levels concatenated, sizes {sizes})")
         flat.append(m.detach().to(torch.float32))
-    return flat, sizes
-
-
-def _stack_levels(groups, sizes) -> torch.Tensor:
-    """``B`` branches' level lists (each ``[N, C, H_l, W_l]``) -> ``[B*N, C, P]`` float32, branch
-    ``b`` in rows ``b*N .. b*N+N-1``, level ``l`` in columns ``off_l .. off_l + H_l W_l``
-    (float64 stays float64: the gradient checks)."""
-    dt = torch.promote_types(groups[0][0].dtype, torch.float32)
-    if len(groups) == 1:
-        return torch.cat([f.to(dt).flatten(2) for f in groups[0]], dim=2)
-    N, C = groups[0][0].shape[:2]
-    out = groups[0][0].new_empty((len(groups) * N, C, sum(sizes)), dtype=dt)
-    for b, levels in enumerate(groups):
-        for f, view in zip(levels, torch.split(out[b * N:(b + 1) * N], sizes, dim=2)):
-            view.copy_(f.flatten(2))
-    return out
+    fs = torch.cat([f.to(torch.float32).flatten(2) for f in feats_s], dim=2)
+    ft = torch.cat([f.detach().to(torch.float32).flatten(2) for f in feats_t], dim=2)
+    return fs, ft, flat, sizes
 
 
 def _per_position(values, sizes, device) -> torch.Tensor:
@@ -204,20 +188,17 @@ def _spatial_from_abs(f_abs: torch.Tensor, sizes, tau: float):
 
 
 class _FeatureAttentionTerms(torch.autograd.Function):
-    """The two weighted terms of ``B`` PGD branches on their levels concatenated, with a
-    hand-written backward (one graph node instead of ~40 per branch; the teacher's side is a
-    constant). Rows ``b*N .. b*N+N-1`` of every ``[B*N, ...]`` input belong to branch ``b``.
+    """The two weighted terms of a PGD branch on its levels concatenated, with a hand-written
+    backward (one graph node instead of ~40; the teacher's side is a constant).
 
-    Inputs: the teacher's ``F^T`` ``[B*N, C, P]`` and channel softmax
-    ``s^T = softmax_c(|F^T| / tau)`` (``A^T = C s^T``), per-position weights ``w_fea``,
-    ``w_att`` ``[B*N, P]`` (the caller folds the factor ``C`` of ``A = C s`` into them), the
-    teacher's spatial attention ``P^T`` ``[B*N, P]`` with a weight ``w_sp`` ``[B*N]`` per row
-    (0 for a branch without spatial term; both None when no branch has one), and the student's
-    maps, the ``B * L`` level tensors ``[N, C, H_l, W_l]`` (the only inputs with gradient,
-    stacked as ``F^S``). Per branch::
+    Inputs: the student's ``F^S`` ``[N, C, P]`` (the only input with gradient), the teacher's
+    ``F^T`` and channel softmax ``s^T = softmax_c(|F^T| / tau)`` (``A^T = C s^T``),
+    per-position weights ``w_fea``, ``w_att`` ``[N, P]`` (or ``[P]``; the caller folds the
+    factor ``C`` of ``A = C s`` into them), and for the cls branch the teacher's spatial
+    attention ``P^T`` ``[N, P]`` with its weight ``w_sp`` (a number)::
 
         fea = sum_{n,c,i} w_fea[n,i] s^T (F^S - F^T)^2           (= sum w_fea/C A^T (F^S - F^T)^2)
-        att = sum_{n,i} w_att[n,i] sum_c |s^S - s^T| + sum_{n,i} w_sp[n] |P^S - P^T|
+        att = sum_{n,i} w_att[n,i] sum_c |s^S - s^T| + w_sp sum_{n,i} |P^S - P^T|
                                                                (= sum w_att/C sum_c |A^S - A^T| + ...)
 
     with ``s^S = softmax_c(|F^S| / tau)`` and ``P^S = H_l W_l softmax_{i in l}(mean_c |F^S| / tau)``.
@@ -226,137 +207,43 @@ class _FeatureAttentionTerms(torch.autograd.Function):
         d fea / d F^S = 2 w_fea s^T (F^S - F^T)
         d att / d F^S = sign(F^S) / tau * (s^S (G - sum_c G s^S) + (u (g - sum_{i in l} g u)) / C)
         G = w_att sign(s^S - s^T),   g = w_sp H_l W_l sign(P^S - P^T)
-
-    Returns ``(fea, att)``, each ``[B]``.
     """
 
     @staticmethod
-    def forward(ctx, ft, s_t, w_fea, w_att, p_t, w_sp, sizes, tau, n_branches, *fs_levels):
-        B, L = n_branches, len(sizes)
-        fs = _stack_levels([fs_levels[b * L:(b + 1) * L] for b in range(B)], sizes)
+    def forward(ctx, fs, ft, s_t, w_fea, w_att, p_t, w_sp, sizes, tau):
         d = fs - ft
-        kd = (s_t * w_fea.unsqueeze(1)).mul_(d)  # w_fea s^T (F^S - F^T)
-        fea = (kd * d).view(B, -1).sum(dim=1)  # a cascade sum (bmm's float32 accumulation drifts ~1e-5)
+        kd = (s_t * w_fea.unsqueeze(-2)).mul_(d)  # w_fea s^T (F^S - F^T)
+        fea = torch.dot(kd.reshape(-1), d.reshape(-1))
         f_abs = fs.abs()
         s = torch.softmax(f_abs / tau, dim=1)
         diff_c = s - s_t
-        att = diff_c.abs().sum(dim=1).mul_(w_att)  # [B*N, P]
+        att = (diff_c.abs().sum(dim=1) * w_att).sum()
         u = diff_s = None
         if p_t is not None:
             p_s, u = _spatial_from_abs(f_abs, sizes, tau)
             diff_s = p_s - p_t
-            att = att.add_(diff_s.abs().mul_(w_sp.unsqueeze(1)))
-        ctx.save_for_backward(fs, kd, s, diff_c, w_att, u, diff_s, w_sp)
-        ctx.sizes, ctx.tau, ctx.B = sizes, tau, B
-        ctx.shapes = [f.shape for f in fs_levels]
-        return fea, att.view(B, -1).sum(dim=1)
+            att = att + w_sp * diff_s.abs().sum()
+        ctx.save_for_backward(fs, kd, s, diff_c, w_att, u, diff_s)
+        ctx.sizes, ctx.tau, ctx.w_sp = sizes, tau, w_sp
+        return fea, att
 
     @staticmethod
     def backward(ctx, g_fea, g_att):
-        fs, kd, s, diff_c, w_att, u, diff_s, w_sp = ctx.saved_tensors
-        BN, C = fs.shape[:2]
-        B, tau, sizes = ctx.B, ctx.tau, ctx.sizes
-        N = BN // B
-        g_att_rows = g_att.repeat_interleave(N)  # [B*N]
-        big = (w_att * (g_att_rows / tau).unsqueeze(1)).unsqueeze(1) * torch.sign(diff_c)  # G / tau
+        fs, kd, s, diff_c, w_att, u, diff_s = ctx.saved_tensors
+        C = fs.shape[1]
+        tau = ctx.tau
+        big = (w_att * (g_att / tau)).unsqueeze(-2) * torch.sign(diff_c)  # G / tau
         gz = big.mul_(s)
         gz = gz.sub_(s * gz.sum(dim=1, keepdim=True))  # s (G - sum_c G s) / tau
         if u is not None:
-            gu = torch.sign(diff_s).mul_((g_att_rows * w_sp / (C * tau)).unsqueeze(1))
+            sizes = ctx.sizes
+            gu = torch.sign(diff_s).mul_(g_att * ctx.w_sp / (C * tau))
             gu = torch.cat([x * hw for x, hw in zip(torch.split(gu, sizes, dim=1), sizes)], dim=1).mul_(u)
             seg = torch.cat([x.sum(dim=1, keepdim=True).expand(-1, hw) for x, hw in
                              zip(torch.split(gu, sizes, dim=1), sizes)], dim=1)
             gz = gz.add_(gu.sub_(u * seg).unsqueeze(1))
-        grad = gz.mul_(torch.sign(fs)).add_(kd * (2.0 * g_fea).repeat_interleave(N).view(BN, 1, 1))
-        grads = [view.view(shape) for b in range(B)
-                 for view, shape in zip(torch.split(grad[b * N:(b + 1) * N], sizes, dim=2),
-                                        ctx.shapes[b * len(sizes):(b + 1) * len(sizes)])]
-        return (None,) * 9 + tuple(grads)
-
-
-class LevelBranch:
-    """One distilled branch for :func:`pgd_loss_levels`: its student / teacher level lists and
-    how its per-position weights follow from the teacher's spatial attention
-    (``weights(P^T [N, P]) -> (w_fea [N, P], w_att [N, P] or [P], w_sp or None)``, the
-    :class:`_FeatureAttentionTerms` weights)."""
-
-    def __init__(self, feats_s, feats_t, sizes, weights, spatial: bool):
-        self.feats_s, self.feats_t, self.sizes = list(feats_s), list(feats_t), sizes
-        self.weights, self.spatial = weights, spatial
-
-    @property
-    def key(self):
-        return tuple(tuple(f.shape) for f in self.feats_s), self.feats_s[0].dtype, self.feats_s[0].device
-
-
-def pgd_cls_branch(feats_s, feats_t, fg, bg, alpha, beta, delta, level_weights) -> LevelBranch:
-    """The cls (and neck) branch of :func:`pgd_cls_loss_levels`, for :func:`pgd_loss_levels`."""
-    alpha, beta, delta = (_check_weight(n, v) for n, v in (("alpha", alpha), ("beta", beta), ("delta", delta)))
-    (m_fg, m_bg), sizes = _check_levels(feats_s, feats_t, (fg, bg), ("fg", "bg"))
-    if len(level_weights) != len(sizes):
-        raise ConfigError(f"level_weights has {len(level_weights)} entries for {len(sizes)} levels")
-    lw = [_check_weight("level_weight", w) for w in level_weights]
-    N, C = feats_s[0].shape[:2]
-    dev = feats_s[0].device
-
-    def weights(p_t):
-        w_fea = (alpha * m_fg + beta * m_bg) * _per_position([w * C / N for w in lw], sizes, dev) * p_t
-        return w_fea, _per_position([delta * C / (N * s) for s in sizes], sizes, dev), delta / N
-
-    return LevelBranch(feats_s, feats_t, sizes, weights, spatial=True)
-
-
-def pgd_reg_branch(feats_s, feats_t, reg_importance, gamma, delta) -> LevelBranch:
-    """The reg branch of :func:`pgd_reg_loss_levels`, for :func:`pgd_loss_levels`."""
-    gamma, delta = _check_weight("gamma", gamma), _check_weight("delta", delta)
-    (imp,), sizes = _check_levels(feats_s, feats_t, (reg_importance,), ("reg_importance",))
-    C = feats_s[0].shape[1]
-    dev = feats_s[0].device
-
-    def weights(_p_t):
-        sel = imp != 0
-        level_of = torch.repeat_interleave(torch.arange(len(sizes), device=dev),
-                                           torch.tensor(sizes, device=dev), output_size=sum(sizes))
-        counts = torch.zeros(len(sizes), device=dev).index_add_(0, level_of, sel.sum(dim=0).to(torch.float32))
-        inv_n = 1.0 / counts.clamp(min=1.0).index_select(0, level_of)  # [P]
-        # I = 0 outside S; mean_c A^T = sum_c s^T
-        return imp * (inv_n * gamma), sel.to(torch.float32) * (inv_n * (delta * C)), None
-
-    return LevelBranch(feats_s, feats_t, sizes, weights, spatial=False)
-
-
-def pgd_loss_levels(branches, tau) -> list[dict[str, torch.Tensor]]:
-    """``{"fea", "att"}`` of every :class:`LevelBranch` (:func:`pgd_cls_branch`,
-    :func:`pgd_reg_branch`), in their order. Branches whose maps have the same shapes are
-    stacked along the batch (``[B*N, C, P]``) and computed in one :class:`_FeatureAttentionTerms`
-    node: the same numbers as one call per branch, with one set of kernels."""
-    tau = _check_tau(tau)
-    groups: dict = {}
-    for i, br in enumerate(branches):
-        groups.setdefault(br.key, []).append(i)
-    out: list = [None] * len(branches)
-    for idx in groups.values():
-        grp = [branches[i] for i in idx]
-        B, sizes = len(grp), grp[0].sizes
-        N = grp[0].feats_s[0].shape[0]
-        with torch.no_grad():
-            ft = _stack_levels([[f.detach() for f in br.feats_t] for br in grp], sizes)
-            ft_abs = ft.abs()
-            s_t = torch.softmax(ft_abs / tau, dim=1)
-            spatial = any(br.spatial for br in grp)
-            p_t = _spatial_from_abs(ft_abs, sizes, tau)[0] if spatial else None
-            w = [br.weights(None if p_t is None else p_t[b * N:(b + 1) * N]) for b, br in enumerate(grp)]
-            w_fea = w[0][0] if B == 1 else torch.cat([x[0] for x in w])
-            w_att = w[0][1] if B == 1 else torch.cat([x[1].expand(N, -1) for x in w])
-            w_sp = None
-            if spatial:
-                w_sp = torch.tensor([float(x[2] or 0.0) for x in w], device=ft.device).repeat_interleave(N)
-        fea, att = _FeatureAttentionTerms.apply(ft, s_t, w_fea, w_att, p_t, w_sp, sizes, tau, B,
-                                                *[f for br in grp for f in br.feats_s])
-        for b, i in enumerate(idx):
-            dt = grp[b].feats_s[0].dtype
-            out[i] = {"fea": fea[b].to(dt), "att": att[b].to(dt)}
-    return out
+        grad = gz.mul_(torch.sign(fs)).add_(kd * (2.0 * g_fea))
+        return grad, None, None, None, None, None, None, None, None
 
 
 def pgd_cls_loss_levels(feats_s, feats_t, fg, bg, alpha, beta, delta, tau, level_weights) -> dict[str, torch.Tensor]:
@@ -373,8 +260,25 @@ def pgd_cls_loss_levels(feats_s, feats_t, fg, bg, alpha, beta, delta, tau, level
     same numbers as the per-level sum to float rounding, in one autograd node
     (:class:`_FeatureAttentionTerms`).
     """
+    alpha, beta, delta = (_check_weight(n, v) for n, v in (("alpha", alpha), ("beta", beta), ("delta", delta)))
     tau = _check_tau(tau)
-    return pgd_loss_levels([pgd_cls_branch(feats_s, feats_t, fg, bg, alpha, beta, delta, level_weights)], tau)[0]
+    fs, ft, (m_fg, m_bg), sizes = _concat_levels(feats_s, feats_t, (fg, bg), ("fg", "bg"))
+    if len(level_weights) != len(sizes):
+        raise ConfigError(f"level_weights has {len(level_weights)} entries for {len(sizes)} levels")
+    lw = [_check_weight("level_weight", w) for w in level_weights]
+    N = fs.shape[0]
+    dev = fs.device
+    with torch.no_grad():
+        ft_abs = ft.abs()
+        p_t = _spatial_from_abs(ft_abs, sizes, tau)[0]
+        s_t = torch.softmax(ft_abs / tau, dim=1)
+        C = fs.shape[1]
+        w_pos = _per_position([w * C / N for w in lw], sizes, dev)
+        w_fea = (alpha * m_fg + beta * m_bg) * w_pos * p_t
+        w_att = _per_position([delta * C / (N * s) for s in sizes], sizes, dev)
+    fea, att = _FeatureAttentionTerms.apply(fs, ft, s_t, w_fea, w_att, p_t, delta / N, sizes, tau)
+    dt = feats_s[0].dtype
+    return {"fea": fea.to(dt), "att": att.to(dt)}
 
 
 def pgd_reg_loss_levels(feats_s, feats_t, reg_importance, gamma, delta, tau) -> dict[str, torch.Tensor]:
@@ -389,5 +293,19 @@ def pgd_reg_loss_levels(feats_s, feats_t, reg_importance, gamma, delta, tau) -> 
     A level with ``S_l`` empty adds exactly 0 (still connected to the student's features);
     one autograd node (:class:`_FeatureAttentionTerms`).
     """
+    gamma, delta = _check_weight("gamma", gamma), _check_weight("delta", delta)
     tau = _check_tau(tau)
-    return pgd_loss_levels([pgd_reg_branch(feats_s, feats_t, reg_importance, gamma, delta)], tau)[0]
+    fs, ft, (imp,), sizes = _concat_levels(feats_s, feats_t, (reg_importance,), ("reg_importance",))
+    dev = fs.device
+    with torch.no_grad():
+        sel = imp != 0
+        level_of = torch.repeat_interleave(torch.arange(len(sizes), device=dev),
+                                           torch.tensor(sizes, device=dev), output_size=sum(sizes))
+        counts = torch.zeros(len(sizes), device=dev).index_add_(0, level_of, sel.sum(dim=0).to(torch.float32))
+        inv_n = 1.0 / counts.clamp(min=1.0).index_select(0, level_of)  # [P]
+        s_t = torch.softmax(ft.abs() / tau, dim=1)
+        w_fea = imp * (inv_n * gamma)  # I = 0 outside S; mean_c A^T = sum_c s^T
+        w_att = sel.to(torch.float32) * (inv_n * (delta * fs.shape[1]))
+    fea, att = _FeatureAttentionTerms.apply(fs, ft, s_t, w_fea, w_att, None, 0.0, sizes, tau)
+    dt = feats_s[0].dtype
+    return {"fea": fea.to(dt), "att": att.to(dt)}

@@ -32,13 +32,7 @@ from torch import nn
 from pgd.config import defaults as D
 from pgd.config.names import BRANCHES
 
-from .losses import (
-    pgd_cls_branch,
-    pgd_cls_loss_terms,
-    pgd_loss_levels,
-    pgd_reg_branch,
-    pgd_reg_loss_terms,
-)
+from .losses import pgd_cls_loss_levels, pgd_cls_loss_terms, pgd_reg_loss_levels, pgd_reg_loss_terms
 from .masks import batch_masks, pad_gt
 from .pgw import background_mask, inside_mask, level_normalize
 from .quality import box_iou_pairs, max_over_anchors, quality_score
@@ -239,24 +233,22 @@ def _maps(branch, s_maps, t_maps, masks: Masks, align):
 def pgd_feature_losses(s_maps: Mapping[str, list], t_maps: Mapping[str, list], masks: Masks, params: PGDLossParams,
                        align=None) -> dict[str, torch.Tensor]:
     """``{"<branch>_fea", "<branch>_att"}`` summed over the levels, each branch computed on its
-    levels concatenated (``pgd.core.losses.pgd_*_loss_levels``; the branches together, one
-    autograd node for those whose maps have the same shapes); needs ``masks.flat``
+    levels concatenated (``pgd.core.losses.pgd_*_loss_levels``); needs ``masks.flat``
     (:func:`batch_pgd_masks`), else falls back to :func:`pgd_feature_losses_per_level`.
     ``s_maps`` / ``t_maps``: branch -> list over levels of ``[N, C, H, W]``."""
     if masks.flat is None:
         return pgd_feature_losses_per_level(s_maps, t_maps, masks, params, align)
     p = params
-    specs = []
+    losses: dict[str, torch.Tensor] = {}
     for branch in p.branches:
         fs, ft = _maps(branch, s_maps, t_maps, masks, align)
         if branch == "reg":
-            specs.append(pgd_reg_branch(fs, ft, masks.flat["reg"], p.gamma, p.delta))
+            terms = pgd_reg_loss_levels(fs, ft, masks.flat["reg"], p.gamma, p.delta, p.tau)
         else:  # cls and neck both use the cls masks
-            specs.append(pgd_cls_branch(fs, ft, masks.flat["fg_cls"], masks.flat["bg"], p.alpha, p.beta, p.delta,
-                                        list(p.level_weights)))
-    # branches with maps of the same shapes in one autograd node (pgd.core.losses.pgd_loss_levels)
-    return {f"{branch}_{term}": v for branch, terms in zip(p.branches, pgd_loss_levels(specs, p.tau))
-            for term, v in terms.items()}
+            terms = pgd_cls_loss_levels(fs, ft, masks.flat["fg_cls"], masks.flat["bg"], p.alpha, p.beta, p.delta,
+                                        p.tau, list(p.level_weights))
+        losses.update({f"{branch}_{term}": v for term, v in terms.items()})
+    return losses
 
 
 def pgd_feature_losses_per_level(s_maps, t_maps, masks: Masks, params: PGDLossParams,
