@@ -118,7 +118,7 @@ def main():
             b = dist(**data, mode="loss")
     for k in a:
         if k.startswith("loss_pgd_"):
-            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-8)
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-8)  # float32 sums of ~1e6 terms
     fns = [distill_step, baseline_step, before_step]
     for f in fns:
         f()

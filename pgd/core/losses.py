@@ -213,7 +213,7 @@ class _FeatureAttentionTerms(torch.autograd.Function):
     def forward(ctx, fs, ft, s_t, w_fea, w_att, p_t, w_sp, sizes, tau):
         d = fs - ft
         kd = (s_t * w_fea.unsqueeze(-2)).mul_(d)  # w_fea s^T (F^S - F^T)
-        fea = torch.dot(kd.reshape(-1), d.reshape(-1))
+        fea = (kd * d).sum()  # torch's cascade sum: float32 dot / bmm accumulation drifts ~1e-5 at 640 px
         f_abs = fs.abs()
         s = torch.softmax(f_abs / tau, dim=1)
         diff_c = s - s_t
