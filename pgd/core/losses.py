@@ -176,8 +176,74 @@ def _per_position(values, sizes, device) -> torch.Tensor:
 def _spatial_levels(f: torch.Tensor, sizes, tau: float) -> torch.Tensor:
     """:func:`spatial_attention` of every level of ``[N, C, P]``: ``[N, P]``, each level's
     map summing to its ``H*W`` (a softmax per level segment)."""
-    s = f.abs().mean(dim=1) / tau
-    return torch.cat([hw * torch.softmax(x, dim=1) for x, hw in zip(torch.split(s, sizes, dim=1), sizes)], dim=1)
+    return _spatial_from_abs(f.abs(), sizes, tau)[0]
+
+
+def _spatial_from_abs(f_abs: torch.Tensor, sizes, tau: float):
+    """``(P, u)`` from ``|F|`` ``[N, C, P]``: ``u`` the per-level softmax of ``mean_c |F| / tau``
+    and ``P = H_l W_l u`` (both ``[N, P]``)."""
+    s = f_abs.mean(dim=1) / tau
+    u = torch.cat([torch.softmax(x, dim=1) for x in torch.split(s, sizes, dim=1)], dim=1)
+    return torch.cat([hw * x for x, hw in zip(torch.split(u, sizes, dim=1), sizes)], dim=1), u
+
+
+class _FeatureAttentionTerms(torch.autograd.Function):
+    """The two weighted terms of a PGD branch on its levels concatenated, with a hand-written
+    backward (one graph node instead of ~40; the teacher's side is a constant).
+
+    Inputs: the student's ``F^S`` ``[N, C, P]`` (the only input with gradient), the teacher's
+    ``F^T`` and channel softmax ``s^T = softmax_c(|F^T| / tau)`` (``A^T = C s^T``),
+    per-position weights ``w_fea``, ``w_att`` ``[N, P]`` (or ``[P]``; the caller folds the
+    factor ``C`` of ``A = C s`` into them), and for the cls branch the teacher's spatial
+    attention ``P^T`` ``[N, P]`` with its weight ``w_sp`` (a number)::
+
+        fea = sum_{n,c,i} w_fea[n,i] s^T (F^S - F^T)^2           (= sum w_fea/C A^T (F^S - F^T)^2)
+        att = sum_{n,i} w_att[n,i] sum_c |s^S - s^T| + w_sp sum_{n,i} |P^S - P^T|
+                                                               (= sum w_att/C sum_c |A^S - A^T| + ...)
+
+    with ``s^S = softmax_c(|F^S| / tau)`` and ``P^S = H_l W_l softmax_{i in l}(mean_c |F^S| / tau)``.
+    Gradients (``u = P^S / (H_l W_l)``, ``sign(0) = 0`` as autograd's ``abs``)::
+
+        d fea / d F^S = 2 w_fea s^T (F^S - F^T)
+        d att / d F^S = sign(F^S) / tau * (s^S (G - sum_c G s^S) + (u (g - sum_{i in l} g u)) / C)
+        G = w_att sign(s^S - s^T),   g = w_sp H_l W_l sign(P^S - P^T)
+    """
+
+    @staticmethod
+    def forward(ctx, fs, ft, s_t, w_fea, w_att, p_t, w_sp, sizes, tau):
+        d = fs - ft
+        kd = (s_t * w_fea.unsqueeze(-2)).mul_(d)  # w_fea s^T (F^S - F^T)
+        fea = (kd * d).sum()  # torch's cascade sum: float32 dot / bmm accumulation drifts ~1e-5 at 640 px
+        f_abs = fs.abs()
+        s = torch.softmax(f_abs / tau, dim=1)
+        diff_c = s - s_t
+        att = (diff_c.abs().sum(dim=1) * w_att).sum()
+        u = diff_s = None
+        if p_t is not None:
+            p_s, u = _spatial_from_abs(f_abs, sizes, tau)
+            diff_s = p_s - p_t
+            att = att + w_sp * diff_s.abs().sum()
+        ctx.save_for_backward(fs, kd, s, diff_c, w_att, u, diff_s)
+        ctx.sizes, ctx.tau, ctx.w_sp = sizes, tau, w_sp
+        return fea, att
+
+    @staticmethod
+    def backward(ctx, g_fea, g_att):
+        fs, kd, s, diff_c, w_att, u, diff_s = ctx.saved_tensors
+        C = fs.shape[1]
+        tau = ctx.tau
+        big = (w_att * (g_att / tau)).unsqueeze(-2) * torch.sign(diff_c)  # G / tau
+        gz = big.mul_(s)
+        gz = gz.sub_(s * gz.sum(dim=1, keepdim=True))  # s (G - sum_c G s) / tau
+        if u is not None:
+            sizes = ctx.sizes
+            gu = torch.sign(diff_s).mul_(g_att * ctx.w_sp / (C * tau))
+            gu = torch.cat([x * hw for x, hw in zip(torch.split(gu, sizes, dim=1), sizes)], dim=1).mul_(u)
+            seg = torch.cat([x.sum(dim=1, keepdim=True).expand(-1, hw) for x, hw in
+                             zip(torch.split(gu, sizes, dim=1), sizes)], dim=1)
+            gz = gz.add_(gu.sub_(u * seg).unsqueeze(1))
+        grad = gz.mul_(torch.sign(fs)).add_(kd * (2.0 * g_fea))
+        return grad, None, None, None, None, None, None, None, None
 
 
 def pgd_cls_loss_levels(feats_s, feats_t, fg, bg, alpha, beta, delta, tau, level_weights) -> dict[str, torch.Tensor]:
@@ -191,7 +257,8 @@ def pgd_cls_loss_levels(feats_s, feats_t, fg, bg, alpha, beta, delta, tau, level
         att = sum_i sum_c |A^S - A^T|_i / (N H_l(i) W_l(i)) + sum_i |P^S - P^T|_i / N
 
     (``P`` the per-level spatial attention, ``A`` the per-location channel attention), the
-    same numbers as the per-level sum to float rounding, from one set of kernels.
+    same numbers as the per-level sum to float rounding, in one autograd node
+    (:class:`_FeatureAttentionTerms`).
     """
     alpha, beta, delta = (_check_weight(n, v) for n, v in (("alpha", alpha), ("beta", beta), ("delta", delta)))
     tau = _check_tau(tau)
@@ -201,15 +268,17 @@ def pgd_cls_loss_levels(feats_s, feats_t, fg, bg, alpha, beta, delta, tau, level
     lw = [_check_weight("level_weight", w) for w in level_weights]
     N = fs.shape[0]
     dev = fs.device
-    p_s, p_t = _spatial_levels(fs, sizes, tau), _spatial_levels(ft, sizes, tau)
-    a_s, a_t = channel_attention(fs[..., None], tau)[..., 0], channel_attention(ft[..., None], tau)[..., 0]
-    e = (p_t[:, None] * a_t * (fs - ft) ** 2).sum(dim=1)  # [N, P]
-    w_pos = _per_position(lw, sizes, dev)
-    fea = ((alpha * m_fg + beta * m_bg) * e * w_pos).sum() / N
-    inv_hw = _per_position([1.0 / s for s in sizes], sizes, dev)
-    att = ((a_s - a_t).abs().sum(dim=1) * inv_hw).sum() / N + (p_s - p_t).abs().sum() / N
+    with torch.no_grad():
+        ft_abs = ft.abs()
+        p_t = _spatial_from_abs(ft_abs, sizes, tau)[0]
+        s_t = torch.softmax(ft_abs / tau, dim=1)
+        C = fs.shape[1]
+        w_pos = _per_position([w * C / N for w in lw], sizes, dev)
+        w_fea = (alpha * m_fg + beta * m_bg) * w_pos * p_t
+        w_att = _per_position([delta * C / (N * s) for s in sizes], sizes, dev)
+    fea, att = _FeatureAttentionTerms.apply(fs, ft, s_t, w_fea, w_att, p_t, delta / N, sizes, tau)
     dt = feats_s[0].dtype
-    return {"fea": fea.to(dt), "att": (delta * att).to(dt)}
+    return {"fea": fea.to(dt), "att": att.to(dt)}
 
 
 def pgd_reg_loss_levels(feats_s, feats_t, reg_importance, gamma, delta, tau) -> dict[str, torch.Tensor]:
@@ -221,21 +290,22 @@ def pgd_reg_loss_levels(feats_s, feats_t, reg_importance, gamma, delta, tau) -> 
         fea = sum_i [i in S] I_i mean_c(A^T (F^S - F^T)^2)_i / max(|S_l(i)|, 1)
         att = sum_i [i in S] sum_c |A^S - A^T|_i / max(|S_l(i)|, 1)
 
-    A level with ``S_l`` empty adds exactly 0 (still connected to the student's features).
+    A level with ``S_l`` empty adds exactly 0 (still connected to the student's features);
+    one autograd node (:class:`_FeatureAttentionTerms`).
     """
     gamma, delta = _check_weight("gamma", gamma), _check_weight("delta", delta)
     tau = _check_tau(tau)
     fs, ft, (imp,), sizes = _concat_levels(feats_s, feats_t, (reg_importance,), ("reg_importance",))
     dev = fs.device
-    sel = imp != 0
-    level_of = torch.repeat_interleave(torch.arange(len(sizes), device=dev),
-                                       torch.tensor(sizes, device=dev), output_size=sum(sizes))
-    counts = torch.zeros(len(sizes), device=dev).index_add_(0, level_of, sel.sum(dim=0).to(torch.float32))
-    inv_n = 1.0 / counts.clamp(min=1.0).index_select(0, level_of)  # [P]
-    a_s, a_t = channel_attention(fs[..., None], tau)[..., 0], channel_attention(ft[..., None], tau)[..., 0]
-    fea_map = (a_t * (fs - ft) ** 2).mean(dim=1)
-    att_map = (a_s - a_t).abs().sum(dim=1)
-    fea = (torch.where(sel, imp * fea_map, 0.0) * inv_n).sum()
-    att = (torch.where(sel, att_map, 0.0) * inv_n).sum()
+    with torch.no_grad():
+        sel = imp != 0
+        level_of = torch.repeat_interleave(torch.arange(len(sizes), device=dev),
+                                           torch.tensor(sizes, device=dev), output_size=sum(sizes))
+        counts = torch.zeros(len(sizes), device=dev).index_add_(0, level_of, sel.sum(dim=0).to(torch.float32))
+        inv_n = 1.0 / counts.clamp(min=1.0).index_select(0, level_of)  # [P]
+        s_t = torch.softmax(ft.abs() / tau, dim=1)
+        w_fea = imp * (inv_n * gamma)  # I = 0 outside S; mean_c A^T = sum_c s^T
+        w_att = sel.to(torch.float32) * (inv_n * (delta * fs.shape[1]))
+    fea, att = _FeatureAttentionTerms.apply(fs, ft, s_t, w_fea, w_att, None, 0.0, sizes, tau)
     dt = feats_s[0].dtype
-    return {"fea": (gamma * fea).to(dt), "att": (delta * att).to(dt)}
+    return {"fea": fea.to(dt), "att": att.to(dt)}

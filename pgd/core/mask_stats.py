@@ -23,7 +23,7 @@ import torch
 
 from .pgw import inside_mask
 
-__all__ = ["box_mask_support"]
+__all__ = ["box_mask_support", "batch_box_mask_support"]
 
 
 def box_mask_support(weights: torch.Tensor, points: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
@@ -40,3 +40,15 @@ def box_mask_support(weights: torch.Tensor, points: torch.Tensor, gt_boxes: torc
         return torch.zeros(0, dtype=torch.long, device=weights.device)
     inside = inside_mask(points, gt_boxes)  # [A, G]
     return (inside & (weights > 0)[:, None]).sum(dim=0)
+
+
+def batch_box_mask_support(weights: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """:func:`box_mask_support` of a whole batch from its inside test: ``n_b`` ``[N, G]`` (long).
+
+    ``weights`` ``[N, A]``, ``inside`` ``[N, A, G]`` bool (position ``a`` strictly inside box
+    ``g`` of image ``n``, GT padded per image as in :func:`pgd.core.masks.pad_gt`: a padding box
+    contains no position, so its count is 0).
+    """
+    if weights.dim() != 2 or inside.dim() != 3 or tuple(inside.shape[:2]) != tuple(weights.shape):
+        raise ValueError(f"weights {tuple(weights.shape)} must be [N, A] and inside {tuple(inside.shape)} [N, A, G]")
+    return (inside & (weights > 0).unsqueeze(-1)).sum(dim=1)

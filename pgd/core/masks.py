@@ -33,7 +33,7 @@ from pgd.config.names import STRATEGIES, TOPK_SCOPES
 from pgd.errors import ConfigError, check_range
 
 from .pgw import _inside_ag, level_normalize
-from .quality import _check_choice, _check_int, _check_tensor, _f32, quality_score
+from .quality import _check_choice, _check_int, _check_tensor, _f32
 from .strategies import _NEEDS_K, _NEEDS_QUALITY, box_weights
 
 __all__ = ["pad_gt", "batch_box_iou", "batch_masks"]
@@ -69,13 +69,14 @@ def batch_box_iou(boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     The same operations broadcast over ``N`` (so the same numbers):
     ``IoU = inter / (area_b + area_g - inter)``, 0 where the union is not positive.
     """
-    b, g = _f32(boxes), _f32(gt)
-    area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
-    area_g = (g[..., 2] - g[..., 0]).clamp(min=0) * (g[..., 3] - g[..., 1]).clamp(min=0)
-    lt = torch.maximum(b[:, :, None, :2], g[:, None, :, :2])
-    rb = torch.minimum(b[:, :, None, 2:], g[:, None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
+    bx1, by1, bx2, by2 = _f32(boxes).unbind(-1)  # [N, A] each
+    gx1, gy1, gx2, gy2 = _f32(gt).unbind(-1)  # [N, G] each
+    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
+    area_g = (gx2 - gx1).clamp(min=0) * (gy2 - gy1).clamp(min=0)
+    # the intersection's width and height, one coordinate at a time (the same operations)
+    w = (torch.minimum(bx2[:, :, None], gx2[:, None, :]) - torch.maximum(bx1[:, :, None], gx1[:, None, :])).clamp_(min=0)
+    h = (torch.minimum(by2[:, :, None], gy2[:, None, :]) - torch.maximum(by1[:, :, None], gy1[:, None, :])).clamp_(min=0)
+    inter = w.mul_(h)
     union = area_b[:, :, None] + area_g[:, None, :] - inter
     pos = union > 0
     iou = torch.where(pos, inter / torch.where(pos, union, torch.ones_like(union)), 0.0)
@@ -90,15 +91,16 @@ def _max_over_anchors(q: torch.Tensor, na: int) -> torch.Tensor:
     return q.reshape(N, Ana // na, na, G).amax(dim=2)
 
 
-def _importance(strategy, q, points, gt_cols, N, G, *, k, scope, params) -> torch.Tensor:
+def _importance(strategy, q, points, gt_cols, inside_cols, N, G, *, k, scope, params, cols=False) -> torch.Tensor:
     """Raw importance ``[N, A]``: the strategy's per-box weights, max over each image's boxes.
 
-    ``q`` ``[N, A, G]`` (or None), ``gt_cols`` ``[N*G, 4]``; box ``n*G + g`` is column
-    ``n*G + g`` of the ``[A, N*G]`` quality matrix.
+    ``q`` ``[N, A, G]`` (or None; ``[A, N*G]`` already when ``cols``), ``gt_cols`` ``[N*G, 4]``,
+    ``inside_cols`` ``[A, N*G]``; box ``n*G + g`` is column ``n*G + g`` of the ``[A, N*G]``
+    quality matrix.
     """
     A = points.shape[0]
-    q_cols = None if q is None else q.permute(1, 0, 2).reshape(A, N * G)
-    kind, a, b = box_weights(strategy, q_cols, points, gt_cols, k=k, scope=scope, **params)
+    q_cols = q if q is None or cols else q.permute(1, 0, 2).reshape(A, N * G)
+    kind, a, b = box_weights(strategy, q_cols, points, gt_cols, k=k, scope=scope, inside=inside_cols, **params)
     if kind == "sparse":  # a: idx [N*G, K] positions of each box's own image
         offset = (torch.arange(N, device=points.device) * A).repeat_interleave(G)
         out = torch.zeros(N * A, dtype=torch.float32, device=points.device)
@@ -127,6 +129,7 @@ def batch_masks(
     box_gauss_sigma: float = BOX_GAUSS_SIGMA,
     centre_ratio: float = CENTRE_RATIO,
     kde_bandwidth: float | None = None,
+    with_inside: bool = False,
 ) -> dict[str, torch.Tensor]:
     """All PGD masks of a batch, each ``[N, A]`` with the levels concatenated.
 
@@ -134,7 +137,9 @@ def batch_masks(
     decoded boxes, ``points`` ``[A, 2]`` the location centres (one per location, shared by
     the batch), ``gt_*`` from :func:`pad_gt`. Returns ``fg_cls`` (``M^cls``, Eq. 4), ``bg``
     (``B`` normalised per level), ``reg`` (raw ``I^reg``), ``quality_cls``
-    (``max_g 1[inside] q_cls``, for figures) and ``imp_cls`` (raw ``I^cls``).
+    (``max_g 1[inside] q_cls``, for figures) and ``imp_cls`` (raw ``I^cls``); with
+    ``with_inside`` also ``inside`` ``[N, A, G]`` bool (location ``a`` strictly inside box ``g``
+    of its image; padding boxes contain nothing), for the masks' per-box statistics.
     """
     strategy = _check_choice("strategy", strategy, STRATEGIES)
     scope = _check_choice("topk_scope", topk_scope, TOPK_SCOPES)
@@ -159,6 +164,9 @@ def batch_masks(
         if strategy in _NEEDS_K and k is None:
             raise ConfigError(f"strategy {strategy!r} needs k_{branch} (an integer >= 1), got None")
         ks[branch] = None if k is None else _check_int(f"k_{branch}", k, lo=1)
+    check_range("xi_cls", xi_cls, lo=0.0, hi=1.0)
+    check_range("xi_reg", xi_reg, lo=0.0, hi=1.0)
+    xi_cls, xi_reg = float(xi_cls), float(xi_reg)
     check_range("box_gauss_sigma", box_gauss_sigma, lo=0.0, lo_open=True)
     check_range("centre_ratio", centre_ratio, lo=0.0, hi=1.0, lo_open=True)
     if kde_bandwidth is not None:
@@ -167,35 +175,52 @@ def batch_masks(
 
     dev = points.device
     p_pts = _f32(points)
-    ones = torch.ones(N, A, device=dev)
     if G == 0 or A == 0:
         zeros = torch.zeros(N, A, device=dev)
-        return dict(fg_cls=zeros, bg=level_normalize(ones, level_sizes), reg=zeros,
-                    quality_cls=zeros, imp_cls=zeros)
+        out = dict(fg_cls=zeros, bg=level_normalize(torch.ones(N, A, device=dev), level_sizes), reg=zeros,
+                   quality_cls=zeros, imp_cls=zeros)
+        if with_inside:
+            out["inside"] = torch.zeros(N, A, G, dtype=torch.bool, device=dev)
+        return out
     gt = _f32(gt_boxes)
     gt_cols = gt.reshape(N * G, 4)
     valid = gt_valid.to(torch.bool)
-    # shared by both branches: p of each GT's class, IoU with each GT box
+    # shared by both branches: p of each GT's class, IoU with each GT box, the inside test
     labels = gt_labels.long().clamp(min=0)
-    p = torch.gather(_f32(probs), 2, labels[:, None, :].expand(N, Ana, G))
-    iou = batch_box_iou(boxes, gt)
-    inside = _inside_ag(p_pts, gt_cols).reshape(A, N, G).permute(1, 0, 2)  # [N, A, G]
-    out = {}
-    for branch in ("cls", "reg"):
-        xi = xi_cls if branch == "cls" else xi_reg
-        q = None
-        if strategy in _NEEDS_QUALITY or branch == "cls":
-            q = _max_over_anchors(quality_score(p, iou, xi), na)
-            q = torch.where(valid[:, None, :], q, 0.0)
-        out[branch] = _importance(strategy, q if strategy in _NEEDS_QUALITY else None, p_pts, gt_cols,
-                                  N, G, k=ks[branch], scope=scope, params=params)
-        if branch == "cls":  # Eq. 1 with its indicator, for figures
-            out["q"] = torch.where(inside, q, 0.0).amax(dim=2)
+    p = torch.gather(_f32(probs), 2, labels[:, None, :].expand(N, Ana, G)).clamp_(0.0, 1.0)
+    iou = batch_box_iou(boxes, gt)  # already in [0, 1]
+    inside_cols = _inside_ag(p_pts, gt_cols)  # [A, N*G]
+    inside = inside_cols.reshape(A, N, G).permute(1, 0, 2)  # [N, A, G]
+    q = {}
+    for branch, xi in (("cls", xi_cls), ("reg", xi_reg)):
+        if strategy in _NEEDS_QUALITY or branch == "cls":  # Eq. 1 (quality_score's operations)
+            qb = _max_over_anchors(p.pow(1.0 - xi) * iou.pow(xi), na)
+            q[branch] = torch.where(valid[:, None, :], qb, 0.0)
+    imp = _importances(strategy, q if strategy in _NEEDS_QUALITY else None, p_pts, gt_cols, inside_cols,
+                       N, G, ks, scope, params)
+    q_fig = torch.where(inside, q["cls"], 0.0).amax(dim=2)  # Eq. 1 with its indicator, for figures
     bg = (~inside.any(dim=2)).to(torch.float32)
-    return dict(
-        fg_cls=level_normalize(out["cls"], level_sizes),
-        bg=level_normalize(bg, level_sizes),
-        reg=out["reg"],
-        quality_cls=out["q"],
-        imp_cls=out["cls"],
-    )
+    fg_cls, bg = level_normalize(torch.stack([imp["cls"], bg]), level_sizes).unbind(0)
+    out = dict(fg_cls=fg_cls, bg=bg, reg=imp["reg"], quality_cls=q_fig, imp_cls=imp["cls"])
+    if with_inside:
+        out["inside"] = inside
+    return out
+
+
+def _importances(strategy, q, points, gt_cols, inside_cols, N, G, ks, scope, params) -> dict:
+    """Raw ``I^cls`` and ``I^reg`` ``[N, A]`` (:func:`_importance` per branch), sharing work:
+    strategies without quality or K give both branches the same map (computed once); the top-K
+    strategies with ``k_cls == k_reg`` select, fit and scatter the two branches' ``2 N G``
+    columns in one pass (columns are independent, so the same numbers)."""
+    if strategy not in _NEEDS_QUALITY:
+        w = _importance(strategy, None, points, gt_cols, inside_cols, N, G, k=ks["cls"], scope=scope,
+                        params=params)
+        return {"cls": w, "reg": w}
+    if strategy in _NEEDS_K and ks["cls"] == ks["reg"]:
+        A = points.shape[0]
+        q_cols = torch.cat([q["cls"].permute(1, 0, 2), q["reg"].permute(1, 0, 2)], dim=1).reshape(A, 2 * N * G)
+        both = _importance(strategy, q_cols, points, gt_cols.repeat(2, 1), inside_cols.repeat(1, 2), 2 * N, G,
+                           k=ks["cls"], scope=scope, params=params, cols=True).reshape(2, N, A)
+        return {"cls": both[0], "reg": both[1]}
+    return {b: _importance(strategy, q[b], points, gt_cols, inside_cols, N, G, k=ks[b], scope=scope, params=params)
+            for b in ("cls", "reg")}

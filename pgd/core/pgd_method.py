@@ -126,6 +126,10 @@ class Masks:
     quality_cls: list[torch.Tensor]  # max over GT of 1[inside] q (Eq. 1, xi_cls), for figures
     imp_cls: list[torch.Tensor]  # raw cls importance I^cls (before normalisation), for figures
     flat: dict | None = field(default=None)
+    #: [N, A, G] bool, location a strictly inside GT box g of its image (GT padded per image,
+    #: :func:`pgd.core.masks.pad_gt`), and ``gt_valid`` [N, G] the real boxes; batched masks only
+    inside: torch.Tensor | None = field(default=None)
+    gt_valid: torch.Tensor | None = field(default=None)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -155,13 +159,13 @@ def image_masks(probs, boxes, priors, gt_boxes, gt_labels, params: PGDMaskParams
     return fg_cls, bg, out["reg"], out["q"], out["cls"]
 
 
-def _levels(flat: dict, priors) -> Masks:
+def _levels(flat: dict, priors, **extra) -> Masks:
     N = next(iter(flat.values())).shape[0]
     per_level = {
         k: [t.reshape(N, h, w) for t, (h, w) in zip(torch.split(v, priors.level_sizes, dim=1), priors.featmap_sizes)]
         for k, v in flat.items()
     }
-    return Masks(**per_level, flat=flat)
+    return Masks(**per_level, flat=flat, **extra)
 
 
 @torch.no_grad()
@@ -176,9 +180,10 @@ def batch_pgd_masks(probs: torch.Tensor, boxes: torch.Tensor, priors, gt_boxes: 
         strategy=params.strategy, xi_cls=params.xi_cls, xi_reg=params.xi_reg,
         k_cls=None if params.k_cls is None else int(params.k_cls),
         k_reg=None if params.k_reg is None else int(params.k_reg),
-        topk_scope=params.topk_scope, **params.strategy_params,
+        topk_scope=params.topk_scope, with_inside=True, **params.strategy_params,
     )
-    return _levels(flat, priors)
+    inside = flat.pop("inside")
+    return _levels(flat, priors, inside=inside, gt_valid=gt_v)
 
 
 @torch.no_grad()

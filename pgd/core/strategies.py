@@ -120,7 +120,7 @@ def foreground_weights(
 
 
 def box_weights(strategy: str, q, p: torch.Tensor, g: torch.Tensor, *, k, scope: str,
-                box_gauss_sigma: float, centre_ratio: float, kde_bandwidth):
+                box_gauss_sigma: float, centre_ratio: float, kde_bandwidth, inside=None):
     """Per-box weights of one strategy, before the max over boxes (arguments checked).
 
     ``q`` ``[A, M]`` float32 (or None), ``p`` ``[A, 2]``, ``g`` ``[M, 4]`` float32, ``M >= 1``
@@ -129,9 +129,10 @@ def box_weights(strategy: str, q, p: torch.Tensor, g: torch.Tensor, *, k, scope:
     ``("sparse", idx [M, K], w [M, K])`` (top-K strategies: weight ``w`` at position ``idx``)
     or ``("dense", w [M, A], None)``; every weight is ``>= 0`` and 0 outside the box, so a
     box that contains no position (e.g. a zero-size padding box) contributes nothing.
+    ``inside``: the ``[A, M]`` strict inside test when the caller has it (else computed).
     """
     if strategy in ("topk_eq", "kde", "pgw"):
-        idx, valid, keep = _select_topk(q, p, g, k, scope)
+        idx, valid, keep = _select_topk(q, p, g, k, scope, inside)
         if strategy == "pgw":
             w = _gaussian_weights(p[idx], valid)
         elif strategy == "kde":
@@ -140,7 +141,7 @@ def box_weights(strategy: str, q, p: torch.Tensor, g: torch.Tensor, *, k, scope:
             w = valid.to(torch.float32)
         return "sparse", idx, w * keep.to(torch.float32)
 
-    inside = _inside_ga(p, g)  # [M, A]
+    inside = _inside_ga(p, g) if inside is None else inside.t()  # [M, A]
     if strategy == "box":
         return "dense", inside.to(torch.float32), None
     if strategy == "quality":

@@ -174,13 +174,12 @@ class DeltaAnchorAdapter(HeadAdapter):
     """ATSS and DDOD: anchors + DeltaXYWHBBoxCoder."""
 
     def decode(self, bbox_preds, priors: Priors) -> torch.Tensor:
-        out = []
-        for pred, anchors in zip(bbox_preds, priors.boxes_or_points):
-            n = pred.shape[0]
-            deltas = pred.permute(0, 2, 3, 1).reshape(n, -1, 4)
-            boxes = self.head.bbox_coder.decode(anchors.expand(n, -1, -1).reshape(-1, 4), deltas.reshape(-1, 4))
-            out.append(boxes.reshape(n, -1, 4))
-        return torch.cat(out, 1)
+        # one decode of every level's rows (the coder works row by row: the same numbers as per level)
+        n = bbox_preds[0].shape[0]
+        deltas = torch.cat([pred.permute(0, 2, 3, 1).reshape(n, -1, 4) for pred in bbox_preds], 1)
+        anchors = torch.cat(list(priors.boxes_or_points))
+        boxes = self.head.bbox_coder.decode(anchors.expand(n, -1, -1).reshape(-1, 4), deltas.reshape(-1, 4))
+        return boxes.reshape(n, -1, 4)
 
 
 class GFLAdapter(HeadAdapter):
@@ -207,13 +206,10 @@ class PointAdapter(HeadAdapter):
     def decode(self, bbox_preds, priors: Priors) -> torch.Tensor:
         if self.head.training:
             raise RuntimeError("point-head boxes are decoded from a head in eval mode only")
-        out = []
-        for pred, points in zip(bbox_preds, priors.boxes_or_points):
-            n = pred.shape[0]
-            dist = pred.permute(0, 2, 3, 1).reshape(-1, 4)
-            pts = points[:, :2].expand(n, -1, -1).reshape(-1, 2)
-            out.append(self.head.bbox_coder.decode(pts, dist).reshape(n, -1, 4))
-        return torch.cat(out, 1)
+        n = bbox_preds[0].shape[0]  # one decode of every level's rows, as for anchors
+        dist = torch.cat([pred.permute(0, 2, 3, 1).reshape(n, -1, 4) for pred in bbox_preds], 1)
+        points = torch.cat([p[:, :2] for p in priors.boxes_or_points])
+        return self.head.bbox_coder.decode(points.expand(n, -1, -1).reshape(-1, 2), dist.reshape(-1, 4)).reshape(n, -1, 4)
 
 
 ADAPTERS = {

@@ -28,7 +28,7 @@ from mmengine.hooks import Hook
 
 from pgd.config.names import INHERIT_RESULT_TAGS
 from pgd.config.names import MASK_HEALTH_PREFIX as MASK_PREFIX
-from pgd.core.mask_stats import box_mask_support
+from pgd.core.mask_stats import batch_box_mask_support, box_mask_support
 from pgd.errors import ConfigError
 
 #: the inherited parts of the student (state-dict prefixes)
@@ -137,17 +137,31 @@ class MaskHealth:
                   for n in range(flat.shape[0])]
         n_b = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long, device=flat.device)
         total = torch.full((), n_b.numel(), dtype=torch.long, device=n_b.device)  # a fill, no host copy
-        add = torch.stack([total, (n_b == 0).sum(), n_b.sum()]).double()
+        self._add(mask, torch.stack([total, (n_b == 0).sum(), n_b.sum()]))
+
+    def _add(self, mask: str, counts: torch.Tensor) -> None:
+        add = counts.double()
         prev = self._sums.get(mask)
         self._sums[mask] = add if prev is None else prev + add
 
+    @torch.no_grad()
+    def observe_batch(self, mask: str, weights: torch.Tensor, inside: torch.Tensor, valid: torch.Tensor) -> None:
+        """:meth:`observe` from the batched masks' own inside test: ``weights`` ``[N, A]``,
+        ``inside`` ``[N, A, G]`` and ``valid`` ``[N, G]`` (GT padded per image); the same sums."""
+        n_b = batch_box_mask_support(weights, inside)
+        self._add(mask, torch.stack([valid.sum(), ((n_b == 0) & valid).sum(), n_b.sum()]))
+
     def observe_pgd(self, masks, priors, gt_boxes: list[torch.Tensor]) -> None:
-        """One batch of PGD masks (:class:`pgd.core.pgd_method.Masks`) and the adapter's priors."""
-        needed = {self.mask_of(b) for b in self.branches}
-        if "cls" in needed:
-            self.observe("cls", masks.fg_cls, priors.centres, gt_boxes)
-        if "reg" in needed:
-            self.observe("reg", masks.reg, priors.centres, gt_boxes)
+        """One batch of PGD masks (:class:`pgd.core.pgd_method.Masks`) and the adapter's priors;
+        from the masks' inside test when they carry it (:func:`pgd.core.pgd_method.batch_pgd_masks`)."""
+        needed = sorted({self.mask_of(b) for b in self.branches})
+        batched = masks.flat is not None and masks.inside is not None
+        for mask in needed:
+            key, levels = ("fg_cls", masks.fg_cls) if mask == "cls" else ("reg", masks.reg)
+            if batched:
+                self.observe_batch(mask, masks.flat[key], masks.inside, masks.gt_valid)
+            else:
+                self.observe(mask, levels, priors.centres, gt_boxes)
 
     def read(self, device: torch.device | None = None) -> dict[str, float]:
         """The epoch's metrics (summed over ranks), then reset. Empty when nothing was seen.
