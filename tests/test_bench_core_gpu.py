@@ -21,4 +21,6 @@ def test_core_gpu_tiny_runs_without_mmdet_and_matches_loop():
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[8]) == 0.0  # max |diff| loop vs batched
-        assert all(float(c.rstrip("x %")) > 0 for c in cells[1:8])
+        times = [float(cells[i]) for i in (1, 2, 4, 5, 6)]  # ms: measured, so positive
+        ratios = [float(cells[i].rstrip("x %")) for i in (3, 7)]  # rounded: a tiny one prints 0.0
+        assert all(t > 0 for t in times) and all(r >= 0 for r in ratios), row

@@ -264,7 +264,10 @@ def test_inline_trial_resumes_from_its_checkpoint_after_killing_the_driver(home,
     from mlflow.tracking import MlflowClient
 
     hist = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_metric_history(runs[0].info.run_id, "AP")
-    assert sorted(m.step for m in hist) == [1, 2, 3, 4]
+    steps = sorted(m.step for m in hist)
+    # one point per epoch, never two; an epoch Tune saved with its checkpoint but whose result
+    # the killed driver had not yet logged is missing (it is in the trial's metrics.jsonl)
+    assert steps == sorted(set(steps)) and {1, 4} <= set(steps), steps
 
 
 def test_optuna_multi_objective_with_persistent_study(home, tmp_path):
