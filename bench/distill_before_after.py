@@ -22,11 +22,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
-
-from pgd.testing import total_loss
+from distill_step import alternate, make_steps  # bench/ is this script's folder
 
 PAIRS = {"tiny": ("atss_tiny", "atss_tiny", 160), "r101-r50": ("atss_r50", "atss_r101", 640)}
 
@@ -96,21 +94,11 @@ def main():
             M.batch_pgd_masks, M.pgd_feature_losses = saved
             del ad.decode, mh.observe_pgd
 
-    def distill_step():
-        opt.zero_grad()
-        total_loss(dist(**data, mode="loss")).backward()
-        opt.step()
+    distill_step, baseline_step = make_steps(dist, data, opt)
 
     def before_step():
         with before():
             distill_step()
-
-    def baseline_step():
-        opt.zero_grad()
-        total_loss(dist.student.loss(data["inputs"], data["data_samples"])).backward()
-        opt.step()
-        with torch.no_grad():
-            dist.teacher.bbox_head(dist.teacher.extract_feat(data["inputs"]))
 
     with torch.no_grad():  # the same PGD losses from both
         a = dist(**data, mode="loss")
@@ -119,17 +107,7 @@ def main():
     for k in a:
         if k.startswith("loss_pgd_"):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-8)  # float32 sums of ~1e6 terms
-    fns = [distill_step, baseline_step, before_step]
-    for f in fns:
-        f()
-    times = [[] for _ in fns]
-    for r in range(args.repeat):
-        for i in list(range(3))[r % 3:] + list(range(3))[: r % 3]:
-            t0 = time.perf_counter()
-            fns[i]()
-            times[i].append(time.perf_counter() - t0)
-    med = [statistics.median(x) for x in times]
-    rat = [statistics.median([x / y for x, y in zip(ts, times[1])]) for ts in times]
+    med, rat, times = alternate([distill_step, baseline_step, before_step], args.repeat)
     rab = statistics.median([x / y for x, y in zip(times[0], times[2])])
     print(f"{args.pair}: after {med[0]:.4f} s ({100 * (rat[0] - 1):+.1f} %), baseline {med[1]:.4f} s, "
           f"before {med[2]:.4f} s ({100 * (rat[2] - 1):+.1f} %), after/before {rab:.3f}")

@@ -34,6 +34,43 @@ PAIRS = {
 }
 
 
+def make_steps(dist, data, opt):
+    """The two steps every comparison times: one distillation training step, and its baseline
+    (the student's training step + the teacher's no-grad forward)."""
+
+    def distill_step():
+        opt.zero_grad()
+        total_loss(dist(**data, mode="loss")).backward()
+        opt.step()
+
+    def baseline_step():
+        opt.zero_grad()
+        total_loss(dist.student.loss(data["inputs"], data["data_samples"])).backward()
+        opt.step()
+        with torch.no_grad():
+            dist.teacher.bbox_head(dist.teacher.extract_feat(data["inputs"]))
+
+    return distill_step, baseline_step
+
+
+def alternate(fns, repeat):
+    """Times ``fns`` after one warm-up call each, ``repeat`` rounds, the order rotated every
+    round (no variant always runs first). Returns the median times and the medians of the
+    per-round ratios to ``fns[1]`` (the baseline; each round's variants ran back to back)."""
+    for f in fns:
+        f()
+    times = [[] for _ in fns]
+    for r in range(repeat):
+        order = list(range(len(fns)))[r % len(fns):] + list(range(len(fns)))[: r % len(fns)]
+        for i in order:
+            t0 = time.perf_counter()
+            fns[i]()
+            times[i].append(time.perf_counter() - t0)
+    med = [statistics.median(t) for t in times]
+    ratios = [statistics.median([a / b for a, b in zip(t, times[1])]) for t in times]
+    return med, ratios, times
+
+
 def bench_pair(student_name, teacher_name, size, repeat, n_img, compare=False, diagnostics=False):
     from pgd.testing import build_distiller, synthetic_batch
 
@@ -52,10 +89,7 @@ def bench_pair(student_name, teacher_name, size, repeat, n_img, compare=False, d
         finally:
             diag.interval = 0
 
-    def distill_step():
-        opt.zero_grad()
-        total_loss(dist(**data, mode="loss")).backward()
-        opt.step()
+    distill_step, baseline_step = make_steps(dist, data, opt)
 
     def reference_step():  # the per-image masks and per-level losses
         dist.kd.reference = True
@@ -64,30 +98,12 @@ def bench_pair(student_name, teacher_name, size, repeat, n_img, compare=False, d
         finally:
             dist.kd.reference = False
 
-    def baseline_step():
-        opt.zero_grad()
-        total_loss(dist.student.loss(data["inputs"], data["data_samples"])).backward()
-        opt.step()
-        with torch.no_grad():
-            dist.teacher.bbox_head(dist.teacher.extract_feat(data["inputs"]))
-
     fns = [distill_step, baseline_step] + ([reference_step] if compare else [])
     if diagnostics:
         if diag is None:
             raise SystemExit("--diagnostics: this distiller has no KD diagnostics (distill.diagnostics_interval 0)")
         fns.append(diag_step)
-    for f in fns:  # warm-up
-        f()
-    times = [[] for _ in fns]
-    for r in range(repeat):  # rotate the order every round: no variant always runs first
-        order = list(range(len(fns)))[r % len(fns):] + list(range(len(fns)))[: r % len(fns)]
-        for f, acc in ((fns[i], times[i]) for i in order):
-            t0 = time.perf_counter()
-            f()
-            acc.append(time.perf_counter() - t0)
-    # medians of the times and of the per-round ratios (each round's variants ran back to back)
-    med = [statistics.median(t) for t in times]
-    ratios = [statistics.median([a / b for a, b in zip(t, times[1])]) for t in times]
+    med, ratios, _ = alternate(fns, repeat)
     return med, ratios
 
 

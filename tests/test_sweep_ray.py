@@ -172,6 +172,18 @@ def test_sweep_records_trials_failures_and_table(home, tmp_path, teacher_ckpt):
     assert Path(out["paths"]["best_config"]).is_file()
 
 
+def _poll(proc: subprocess.Popen, probe, every_s: float, timeout_s: float = 420):
+    """``probe()``'s first non-None value while the driver runs, None after the timeout or
+    once the driver ended."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(every_s)
+        value = probe()
+        if value is not None:
+            return value
+    return None
+
+
 def _driver(space_path: Path, home: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PGD_HOME=str(home), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, str(ROOT / "pipelines" / "sweep.py"), "--space", str(space_path)],
@@ -188,19 +200,18 @@ def test_ddp_trials_and_resume_after_killing_the_driver(home, tmp_path):
     """, name="r")
     log1 = tmp_path / "driver1.log"
     proc = _driver(p, home, log1)
-    deadline = time.time() + 420
-    first_done = None
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(3)
-        if (home / "mlflow.db").exists():
-            try:
-                done = [r for r in mlflow_runs(home, "r") if r.data.tags.get("pgd.role") == "trial"
-                        and r.info.status == "FINISHED"]
-            except Exception:  # noqa: BLE001 - the driver may hold the database briefly
-                continue
-            if done:
-                first_done = done[0]
-                break
+
+    def finished_trial():
+        if not (home / "mlflow.db").exists():
+            return None
+        try:
+            done = [r for r in mlflow_runs(home, "r") if r.data.tags.get("pgd.role") == "trial"
+                    and r.info.status == "FINISHED"]
+        except Exception:  # noqa: BLE001 - the driver may hold the database briefly
+            return None
+        return done[0] if done else None
+
+    first_done = _poll(proc, finished_trial, every_s=3)
     assert first_done is not None, log1.read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -238,15 +249,13 @@ def test_inline_trial_resumes_from_its_checkpoint_after_killing_the_driver(home,
     """))
     log1 = tmp_path / "driver1.log"
     proc = _driver(p, home, log1)
-    deadline = time.time() + 420
-    work = None
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(1)
+
+    def evaluated_with_checkpoint():
         found = list((home / "sweeps").glob("inl-*/trials/t000/work/metrics.jsonl"))
         ckpts = list((home / "sweeps").glob("inl-*/tune/trials/*/checkpoint_*"))
-        if found and ckpts and '"val"' in found[0].read_text():
-            work = found[0].parent
-            break
+        return found[0].parent if found and ckpts and '"val"' in found[0].read_text() else None
+
+    work = _poll(proc, evaluated_with_checkpoint, every_s=1)
     assert work is not None, log1.read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -60,7 +60,7 @@ class ConsoleCallback(Callback):
         self.role = role
         self.max_concurrent = max_concurrent  # the sweep's concurrency: more PENDING trials are queued
         self._started: dict[str, float] = {}
-        self._waiting: dict[str, tuple[str, float]] = {}
+        self._waiting: dict[str, float] = {}  # trial id -> when its last "waiting" note was said
         self._pending_since: dict[str, float] = {}
         self._con = None
 
@@ -155,9 +155,9 @@ class ConsoleCallback(Callback):
 
     def _note_due(self, trial_id: str, now: float) -> bool:
         last = self._waiting.get(trial_id)
-        if last and now - last[1] < WAIT_NOTE_EVERY_S:
+        if last is not None and now - last < WAIT_NOTE_EVERY_S:
             return False
-        self._waiting[trial_id] = ("waiting", now)
+        self._waiting[trial_id] = now
         return True
 
     def _pending_notes(self, trials, now: float) -> None:
