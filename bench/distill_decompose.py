@@ -41,34 +41,22 @@ def main():
     if dist.diagnostics is not None:
         dist.diagnostics.interval = 0  # the method's own cost, not the diagnostics'
     distill_step, baseline_step = make_steps(dist, data, opt)
-    kd, full = dist.kd, dist.kd.forward
+    kd = dist.kd
 
-    def health(records, ds, masks):
-        kd.mask_health.observe_pgd(masks, records.priors(), [s.gt_instances.bboxes for s in ds])
-
-    def wrapper(records, ds):
-        return {}
-
-    def masks_health(records, ds):
-        health(records, ds, kd.masks(records, ds))
-        return {}
-
-    def masks_losses(records, ds):
-        return kd.losses(records, kd.masks(records, ds))
-
-    def with_forward(fwd):
+    def without(obj, name, stub):
+        """The distillation step with ``obj.name`` replaced by ``stub`` (PGD's own forward runs)."""
         def step():
-            kd.forward = fwd
+            setattr(obj, name, stub)  # an instance attribute shadows the method
             try:
                 distill_step()
             finally:
-                kd.forward = full
+                delattr(obj, name)
         return step
 
     variants = [("full PGD step", distill_step), ("baseline", baseline_step),
-                ("wrapper only (no KD terms)", with_forward(wrapper)),
-                ("+ masks + mask health, no losses", with_forward(masks_health)),
-                ("+ masks + losses, no mask health", with_forward(masks_losses))]
+                ("wrapper only (no KD terms)", without(kd, "forward", lambda records, ds: {})),
+                ("+ masks + mask health, no losses", without(kd, "losses", lambda records, masks: {})),
+                ("+ masks + losses, no mask health", without(kd.mask_health, "observe_pgd", lambda *a: None))]
     med, ratios, _ = alternate([f for _, f in variants], args.repeat)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, atss_tiny -> atss_tiny, 160 px, "
           f"2 images, {args.repeat} rounds")
